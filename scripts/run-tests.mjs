@@ -3,7 +3,7 @@
 // then prints one summary line: "N passed, N failed, N skipped". Exit code 1 on any failure.
 // Test files: <pkg>/test/**/*.test.ts, run through tsx. DHTNET_TEST_FILTER=regex restricts the files.
 import { spawn } from 'node:child_process'
-import { readdirSync, statSync, existsSync, readFileSync, mkdtempSync } from 'node:fs'
+import { readdirSync, statSync, existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { join, resolve, relative } from 'node:path'
 import { tmpdir } from 'node:os'
 
@@ -47,7 +47,9 @@ const args = [
   ...files,
 ]
 console.log(`running ${files.length} test files: ${files.map((f) => relative(root, f)).join(' ')}`)
-const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], cwd: root })
+// tests never reach the public network: the tools refuse their public bootstrap default under this variable
+const env = { ...process.env, DHTNET_FORBID_PUBLIC_BOOTSTRAP: '1' }
+const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], cwd: root, env })
 child.on('exit', (code, signal) => {
   let passed = 0, failed = 0, skipped = 0
   try {
@@ -56,6 +58,8 @@ child.on('exit', (code, signal) => {
     passed = num('pass'); failed = num('fail') + num('cancelled'); skipped = num('skipped') + num('todo')
   } catch {
     failed += 1
+  } finally {
+    rmSync(tapDir, { recursive: true, force: true })
   }
   if ((code !== 0 || signal) && failed === 0) failed = 1 // the runner itself failed
   console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`)
