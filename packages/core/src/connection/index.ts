@@ -1,1 +1,4 @@
-export {}
+export { ConnectionManager } from './connection-manager.js'
+export type { ConnectionManagerOptions, ConnectDeviceOptions, PeerSpec, ChannelDecision, ConnectionInfo, ChannelInfo } from './connection-manager.js'
+export { encodeRequest, decodeRequest, newRequestId, TreatedIds, PEER_REQUEST_USER_TYPE } from './signalling.js'
+export type { PeerConnectionRequest, RefusalCode } from './signalling.js'

@@ -1,1 +1,11 @@
-export {}
+export type { MessageTransport, Logger, LogFunction, LogLevel } from './types.js'
+export { toLogFunction } from './types.js'
+export { WebRtcPeer } from './webrtc.js'
+export type { WebRtcPeerOptions, WebRtcRole, WebRtcState, CandidateInfo, CandidatePair } from './webrtc.js'
+export { DataChannelTransport } from './datachannel-transport.js'
+export type { DataChannelTransportOptions } from './datachannel-transport.js'
+export { parseIceServer, parseIceServers } from './ice-servers.js'
+export type { IceServerSpec } from './ice-servers.js'
+export { classifyIceMessage, sdpFingerprint, normalizeFingerprint, checkRemoteSdp, MAX_SDP_BYTES } from './sdp.js'
+export type { IceMessageKind } from './sdp.js'
+export { livePeerConnections } from './native.js'
