@@ -1,0 +1,178 @@
+/**
+ * A NAT lab device: the shared tool runtime (identity files, DhtNode bound to every interface, SecureDht,
+ * TrustStore with our CA, ConnectionManager with the lab's STUN/TURN servers) inside a host namespace.
+ * Configuration: JSON in $NATLAB_DEVICE (see DeviceConfig in procs.ts). Output: JSON lines on stdout
+ * ({"event":"ready"|"connection"|"result"|"stopped", ...}); logs on stderr.
+ *
+ *  - serve:   accepts the channel "echo" and sends every byte back (half-close: it ends after our EOF).
+ *  - connect: connectDevice(peer, "echo"), streams `bytes` pseudo-random bytes, reads the echo to EOF, compares
+ *             SHA-256 and length, prints {"event":"result", ok, connectMs, pair, ...} and exits (0 = ok, 1 = not).
+ * Stops cleanly on SIGTERM/SIGINT. NATLAB_TRACE=1 logs the duration of each DHT step of a connect on stderr.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { isDhtnetError } from '../../../src/errors.js'
+import { startToolRuntime, type ToolRuntime } from '../../../src/runtime/start.js'
+import type { ChannelSocket } from '../../../src/mux/channel-socket.js'
+
+interface Config {
+  mode: 'serve' | 'connect'
+  key: string
+  cert: string
+  bootstrap: string
+  iceServers: string[]
+  peer?: string
+  bytes?: number
+  timeoutMs?: number
+  label?: string
+}
+
+const config = JSON.parse(process.env.NATLAB_DEVICE ?? '{}') as Config
+const out = (msg: Record<string, unknown>) => process.stdout.write(JSON.stringify(msg) + '\n')
+const verbose = !!process.env.DHTNET_TEST_VERBOSE
+const t0 = performance.now()
+const since = () => Math.round(performance.now() - t0)
+
+let runtime: ToolRuntime | undefined
+let stopping: Promise<void> | undefined
+function stop(code: number): Promise<void> {
+  stopping ??= (async () => {
+    // Bounded: a stuck close must not keep the process alive (the harness would SIGKILL it anyway).
+    const guard = setTimeout(() => process.exit(code), 5000)
+    guard.unref()
+    await runtime?.stop().catch(() => {})
+    out({ event: 'stopped', atMs: since() })
+    process.exitCode = code
+  })()
+  return stopping
+}
+process.on('SIGTERM', () => void stop(0))
+process.on('SIGINT', () => void stop(0))
+
+function serveEcho(socket: ChannelSocket): void {
+  socket.on('error', (err) => out({ event: 'channel-error', code: (err as { code?: string }).code, message: err.message }))
+  socket.pipe(socket)
+}
+
+async function transfer(socket: ChannelSocket, total: number): Promise<{ sent: string; received: string; receivedBytes: number; ms: number }> {
+  const sentHash = createHash('sha256')
+  const recvHash = createHash('sha256')
+  let receivedBytes = 0
+  socket.on('data', (d: Buffer) => {
+    recvHash.update(d)
+    receivedBytes += d.length
+  })
+  const ended = new Promise<void>((resolve, reject) => {
+    socket.once('end', () => resolve())
+    socket.once('error', reject)
+    socket.once('close', () => resolve())
+  })
+  const start = performance.now()
+  const block = randomBytes(256 * 1024)
+  let sent = 0
+  let n = 0
+  while (sent < total) {
+    const size = Math.min(block.length, total - sent)
+    const chunk = Buffer.from(block.subarray(0, size))
+    chunk.writeUInt32LE(n++, 0) // every block differs: a lost, doubled or misplaced block changes the hash
+    sentHash.update(chunk)
+    sent += size
+    if (!socket.write(chunk)) await once(socket, 'drain')
+  }
+  socket.end()
+  await ended
+  return { sent: sentHash.digest('hex'), received: recvHash.digest('hex'), receivedBytes, ms: performance.now() - start }
+}
+
+/** NATLAB_TRACE=1: time the DHT steps of a connect (stderr), to see where connect time goes. */
+function traceDht(rt: ToolRuntime): void {
+  const dht = rt.dht as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
+  for (const name of ['putEncrypted', 'findCertificate']) {
+    const orig = dht[name]!.bind(rt.dht)
+    dht[name] = async (...args: unknown[]) => {
+      const s = performance.now()
+      process.stderr.write(`${since()} trace ${name} start\n`)
+      try {
+        return await orig(...args)
+      } finally {
+        process.stderr.write(`${since()} trace ${name} done in ${Math.round(performance.now() - s)} ms\n`)
+      }
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  runtime = await startToolRuntime({
+    identityFiles: { certificate: config.cert, privateKey: config.key },
+    bootstrap: [config.bootstrap],
+    discovery: false,
+    iceServers: config.iceServers,
+    anonymous: false, // the peer must be signed by our CA (both lab devices are)
+    requireBootstrap: true,
+    bootstrapTimeoutMs: 10_000,
+    publishTimeoutMs: 10_000,
+    log: (level, message) => {
+      if (verbose || level === 'warn' || level === 'error') process.stderr.write(`${since()} ${level} ${message}\n`)
+    },
+    onChannelRequest: (_cert, name) => (name === 'echo' ? true : { accept: false, reason: `no service "${name}"` }),
+    onConnectionReady: (_peer, name, socket) => {
+      if (config.mode === 'serve' && name === 'echo' && 'pipe' in socket && !(socket as ChannelSocket).initiator) serveEcho(socket as ChannelSocket)
+    },
+  })
+  const cm = runtime.connections
+  if (process.env.NATLAB_TRACE) traceDht(runtime)
+  cm.on('connection', (info: { candidatePair?: string; localAddress?: string; remoteAddress?: string; initiator: boolean }) =>
+    out({ event: 'connection', pair: info.candidatePair, local: info.localAddress, remote: info.remoteAddress, initiator: info.initiator, atMs: since() }),
+  )
+  out({ event: 'ready', id: runtime.identity.id, longId: runtime.identity.longId, startupMs: since() })
+  if (config.mode === 'serve') return
+
+  const timeoutMs = config.timeoutMs ?? 30_000
+  const total = config.bytes ?? 8 * 1024 * 1024
+  const c0 = performance.now()
+  let socket: ChannelSocket
+  try {
+    socket = await cm.connectDevice(config.peer!, 'echo', { timeoutMs })
+  } catch (err) {
+    out({
+      event: 'result',
+      ok: false,
+      code: isDhtnetError(err) ? err.code : 'UNEXPECTED',
+      message: (err as Error).message,
+      hint: (err as { hint?: string }).hint,
+      elapsedMs: Math.round(performance.now() - c0),
+      timeoutMs,
+    })
+    return stop(1)
+  }
+  const connectMs = performance.now() - c0
+  const info = cm.connections()[0]
+  try {
+    const r = await transfer(socket, total)
+    const ok = r.receivedBytes === total && r.received === r.sent
+    out({
+      event: 'result',
+      ok,
+      code: ok ? undefined : 'MISMATCH',
+      connectMs: Math.round(connectMs),
+      pair: info?.candidatePair,
+      local: info?.localAddress,
+      remote: info?.remoteAddress,
+      bytes: total,
+      receivedBytes: r.receivedBytes,
+      sha256Sent: r.sent,
+      sha256Received: r.received,
+      transferMs: Math.round(r.ms),
+      mbPerS: Math.round((total / 1e6 / (r.ms / 1000)) * 10) / 10,
+    })
+    return stop(ok ? 0 : 1)
+  } catch (err) {
+    out({ event: 'result', ok: false, code: isDhtnetError(err) ? err.code : 'UNEXPECTED', message: (err as Error).message, connectMs: Math.round(connectMs), pair: info?.candidatePair })
+    return stop(1)
+  }
+}
+
+main().catch((err: unknown) => {
+  out({ event: 'result', ok: false, phase: 'startup', code: isDhtnetError(err) ? err.code : 'UNEXPECTED', message: (err as Error).message })
+  void stop(1)
+})
