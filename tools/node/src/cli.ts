@@ -103,10 +103,8 @@ async function main(): Promise<number> {
 
   const bound = opts.ipv4 === false ? `[${opts.ipv6 ?? '::'}]` : opts.ipv4 ?? '0.0.0.0'
   if (!interactive) {
-    process.stdout.write(
-      `dhtnet-node listening on ${bound}:${node.port} id=${node.nodeId}${identity ? ` key=${identity.id} longid=${identity.longId}` : ''}\n`,
-    )
-    await new Promise<void>((resolve) => {
+    // handlers first, banner second: whoever reads the banner may signal us at once
+    const stopped = new Promise<void>((resolve) => {
       const onSignal = (sig: string) => {
         logger.info?.(`${sig}: stopping`)
         process.off('SIGINT', onSignal)
@@ -116,6 +114,10 @@ async function main(): Promise<number> {
       process.on('SIGINT', onSignal)
       process.on('SIGTERM', onSignal)
     })
+    process.stdout.write(
+      `dhtnet-node listening on ${bound}:${node.port} id=${node.nodeId}${identity ? ` key=${identity.id} longid=${identity.longId}` : ''}\n`,
+    )
+    await stopped
     return 0
   }
 
