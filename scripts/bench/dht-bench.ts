@@ -71,6 +71,8 @@ interface Row extends LoadResult {
   limits: string
   cpuS: number
   cpuSPer100k: number
+  /** CPU of the load generator (this process) over the row, in % of one core: near 100, it is the bottleneck */
+  genCpuPct: number
 }
 
 async function loadPhase(start: (noLimit: boolean) => Promise<Target>, noLimit: boolean): Promise<Row[]> {
@@ -80,10 +82,13 @@ async function loadPhase(start: (noLimit: boolean) => Promise<Target>, noLimit: 
     await new Promise((r) => setTimeout(r, 300))
     for (const kind of ['ping', 'get'] as const) {
       const c0 = cpuSeconds(target.pid)
+      const g0 = process.cpuUsage()
       const r = await runLoad({ host: '127.0.0.1', port: target.port, kind, durationMs: LOAD_MS, maxRequests: MAX_REQUESTS })
       const cpu = cpuSeconds(target.pid) - c0
-      rows.push({ ...r, node: target.name, limits: noLimit ? 'off' : 'default', cpuS: cpu, cpuSPer100k: r.answered ? (cpu / r.answered) * 1e5 : NaN })
-      log(`${target.name} limits=${noLimit ? 'off' : 'default'} ${kind}: ${Math.round(r.answeredPerSec)} req/s, cpu ${cpu.toFixed(2)} s`)
+      const g = process.cpuUsage(g0)
+      const genCpuPct = ((g.user + g.system) / 1e3 / r.elapsedMs) * 100
+      rows.push({ ...r, node: target.name, limits: noLimit ? 'off' : 'default', cpuS: cpu, cpuSPer100k: r.answered ? (cpu / r.answered) * 1e5 : NaN, genCpuPct })
+      log(`${target.name} limits=${noLimit ? 'off' : 'default'} ${kind}: ${Math.round(r.answeredPerSec)} req/s, cpu ${cpu.toFixed(2)} s, load generator ${genCpuPct.toFixed(0)}% CPU`)
     }
   } finally {
     await target.stop()
@@ -196,10 +201,10 @@ async function main() {
 
   const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-')
   console.log('\nDHT node under load (loopback, 16 source addresses, closed loop, ' + `${LOAD_MS / 1000} s per row)`)
-  console.log('node         limits   query  answered/s  lost    p50 ms  p95 ms  CPU s  CPU s/100k req')
+  console.log('node         limits   query  answered/s  lost    p50 ms  p95 ms  CPU s  CPU s/100k req  generator CPU %')
   for (const r of rows) {
     console.log(
-      `${r.node.padEnd(12)} ${r.limits.padEnd(8)} ${r.kind.padEnd(6)} ${f(r.answeredPerSec).padStart(10)}  ${String(r.lost).padStart(6)}  ${f(r.latencyMedianMs, 2).padStart(6)}  ${f(r.latencyP95Ms, 2).padStart(6)}  ${f(r.cpuS, 2).padStart(5)}  ${f(r.cpuSPer100k, 3).padStart(8)}`,
+      `${r.node.padEnd(12)} ${r.limits.padEnd(8)} ${r.kind.padEnd(6)} ${f(r.answeredPerSec).padStart(10)}  ${String(r.lost).padStart(6)}  ${f(r.latencyMedianMs, 2).padStart(6)}  ${f(r.latencyP95Ms, 2).padStart(6)}  ${f(r.cpuS, 2).padStart(5)}  ${f(r.cpuSPer100k, 3).padStart(14)}  ${f(r.genCpuPct).padStart(15)}`,
     )
   }
   console.log(`\n${NET_SIZE}-node local network           median ms   p95 ms   samples  failures`)

@@ -35,17 +35,94 @@ export interface LoadResult {
 
 export const DEFAULT_SOURCES = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`)
 
-function packQuery(kind: 'ping' | 'get', id: Buffer, key: Buffer, t: number, network: number): Buffer {
+/**
+ * The query `{a:{id[, h]}, q, t, y:"q"[, n]}` is the same for every request of a socket but for `t`: its bytes before
+ * and after `t`'s value are packed once, and each request only writes `t` (smallest uint encoding, as msgpack-c).
+ * The generator must cost less than the nodes it measures, or it is what gets measured.
+ */
+function queryTemplate(kind: 'ping' | 'get', id: Buffer, key: Buffer, network: number): (t: number) => Buffer {
   const w = new MsgpackWriter(96)
   w.map(network ? 5 : 4)
   w.str('a')
   if (kind === 'ping') w.map(1).str('id').bin(id)
   else w.map(2).str('id').bin(id).str('h').bin(key)
   w.str('q').str(kind)
-  w.str('t').uint(t)
-  w.str('y').str('q')
-  if (network) w.str('n').uint(network)
-  return w.finish()
+  w.str('t')
+  const head = w.finish()
+  const tw = new MsgpackWriter(16)
+  tw.str('y').str('q')
+  if (network) tw.str('n').uint(network)
+  const tail = tw.finish()
+  return (t: number) => {
+    const out = Buffer.allocUnsafe(head.length + 5 + tail.length)
+    out.set(head, 0)
+    let p = head.length
+    if (t < 0x80) out[p++] = t
+    else if (t < 0x100) { out[p++] = 0xcc; out[p++] = t }
+    else if (t < 0x10000) { out[p++] = 0xcd; out.writeUInt16BE(t, p); p += 2 }
+    else { out[p++] = 0xce; out.writeUInt32BE(t, p); p += 4 }
+    out.set(tail, p)
+    return out.subarray(0, p + tail.length)
+  }
+}
+
+/** Bytes taken by the msgpack object at `pos` (its header and everything inside it); -1 when malformed. */
+function skipObject(b: Buffer, pos: number): number {
+  let left = 1
+  while (left > 0) {
+    if (pos >= b.length) return -1
+    const h = b[pos++]!
+    left--
+    if (h <= 0x7f || h >= 0xe0 || h === 0xc0 || h === 0xc2 || h === 0xc3) continue
+    if (h <= 0x8f) { left += (h & 0x0f) * 2; continue }
+    if (h <= 0x9f) { left += h & 0x0f; continue }
+    if (h <= 0xbf) { pos += h & 0x1f; continue }
+    switch (h) {
+      case 0xc4: case 0xd9: pos += 1 + (b[pos] ?? 0); break
+      case 0xc5: case 0xda: pos += 2 + (pos + 2 <= b.length ? b.readUInt16BE(pos) : 0); break
+      case 0xc6: case 0xdb: pos += 4 + (pos + 4 <= b.length ? b.readUInt32BE(pos) : 0); break
+      case 0xcc: case 0xd0: pos += 1; break
+      case 0xcd: case 0xd1: pos += 2; break
+      case 0xca: case 0xce: case 0xd2: pos += 4; break
+      case 0xcb: case 0xcf: case 0xd3: pos += 8; break
+      case 0xdc: if (pos + 2 > b.length) return -1; left += b.readUInt16BE(pos); pos += 2; break
+      case 0xde: if (pos + 2 > b.length) return -1; left += b.readUInt16BE(pos) * 2; pos += 2; break
+      default: return -1 // ext types and 32-bit containers: not in these replies
+    }
+  }
+  return pos <= b.length ? pos : -1
+}
+
+/** `t` and `y` of a reply read in place (no decoding of the rest); undefined when it does not look as expected. */
+function replyHeader(b: Buffer): { t: number; y: string } | undefined {
+  const h = b[0]
+  if (h === undefined || (h & 0xf0) !== 0x80) return undefined
+  let pos = 1
+  let t = -1, y = ''
+  for (let i = 0; i < (h & 0x0f); i++) {
+    const k = b[pos]
+    if (k === 0xa1 && (b[pos + 1] === 0x74 || b[pos + 1] === 0x79)) {
+      const isT = b[pos + 1] === 0x74
+      pos += 2
+      const v = b[pos]
+      if (v === undefined) return undefined
+      if (isT) {
+        if (v <= 0x7f) t = v
+        else if (v === 0xcc) t = b[pos + 1]!
+        else if (v === 0xcd) t = b.readUInt16BE(pos + 1)
+        else if (v === 0xce) t = b.readUInt32BE(pos + 1)
+        else return undefined
+      } else if (v === 0xa1) y = String.fromCharCode(b[pos + 1]!)
+      else return undefined
+      pos = skipObject(b, pos)
+    } else {
+      pos = skipObject(b, pos) // key
+      if (pos < 0) return undefined
+      pos = skipObject(b, pos) // value
+    }
+    if (pos < 0) return undefined
+  }
+  return t >= 0 && y ? { t, y } : undefined
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -75,20 +152,24 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       const id = randomBytes(20)
       const pending = new Map<number, number>()
       let t = randomBytes(4).readUInt32BE(0) >>> 8
+      const query = queryTemplate(opts.kind, id, key, opts.network ?? 0)
       const sendOne = () => {
         if (stopping || sent >= opts.maxRequests) return
         t = (t + 1) >>> 0
         pending.set(t, performance.now())
         sent++
-        sock.send(packQuery(opts.kind, id, key, t, opts.network ?? 0), opts.port, opts.host)
+        sock.send(query(t), opts.port, opts.host)
       }
       sock.on('message', (msg) => {
-        let m: { t?: unknown; y?: unknown; q?: unknown }
-        try {
-          m = msgpackDecode(msg) as typeof m
-        } catch {
-          return
+        let m: { t?: unknown; y?: unknown; q?: unknown } | undefined = replyHeader(msg)
+        if (!m) {
+          try {
+            m = msgpackDecode(msg) as typeof m
+          } catch {
+            return
+          }
         }
+        if (!m) return
         if (m.y === 'q') return // the node querying us back: ignored
         const tid = typeof m.t === 'number' ? m.t : typeof m.t === 'bigint' ? Number(m.t) : -1
         const at = pending.get(tid)

@@ -162,6 +162,69 @@ test('protocol errors: put/listen with a wrong token get 401, get without key ge
   }
 })
 
+test('get replies list the closest nodes as they are now: a newcomer, a node that moved, a node that expired', async () => {
+  const n = await node({ requestAttempts: 1, requestFirstWaitMs: 100 })
+  const socks: dgram.Socket[] = []
+  const open = async () => {
+    const s = dgram.createSocket('udp4')
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()))
+    socks.push(s)
+    return s
+  }
+  try {
+    const a = await open(), b = await open(), b2 = await open()
+    const encA = new WireEncoder({ myId: randomHash(), userAgent: 't', network: 0, isClient: false })
+    const idB = randomHash()
+    const encB = new WireEncoder({ myId: idB, userAgent: 't', network: 0, isClient: false })
+    const key = randomHash()
+    // A answers the node's pings (it stays good); B never does
+    a.on('message', (m: Buffer) => {
+      const msg = decodeMessage(m)
+      if (msg.kind === 'ping') a.send(encA.pong(msg.tid, Buffer.from([127, 0, 0, 1])), n.port, '127.0.0.1')
+    })
+    let tid = 100
+    // nodes listed in the answer to a get from A, as "id@port"
+    const listed = async (): Promise<string[]> => {
+      const t = ++tid
+      const reply = new Promise<ReturnType<typeof decodeMessage>>((resolve) => {
+        const on = (m: Buffer) => {
+          const msg = decodeMessage(m)
+          if (msg.kind === 'reply' && msg.tid === t) { a.off('message', on); resolve(msg) }
+        }
+        a.on('message', on)
+      })
+      a.send(encA.get(t, key, undefined, 1), n.port, '127.0.0.1')
+      const r = await reply
+      const out: string[] = []
+      const n4 = r.nodes4 ?? Buffer.alloc(0)
+      for (let o = 0; o < n4.length; o += 26) out.push(`${n4.subarray(o, o + 20).toString('hex')}@${n4.readUInt16BE(o + 24)}`)
+      return out.sort()
+    }
+    const at = (id: Buffer, s: dgram.Socket) => `${id.toString('hex')}@${s.address().port}`
+    const idA = encA.myId
+    assert.deepEqual(await listed(), [at(idA, a)])
+    assert.deepEqual(await listed(), [at(idA, a)], 'same answer again')
+    // a newcomer (B pings) is listed at once
+    b.send(encB.ping(1), n.port, '127.0.0.1')
+    assert.ok(await waitFor(() => n.stats().nodes4 === 2, 2000))
+    assert.deepEqual(await listed(), [at(idA, a), at(idB, b)].sort())
+    // B shows up from another port (never confirmed, so the new address is taken)
+    b2.send(encB.ping(2), n.port, '127.0.0.1')
+    await sleep(100)
+    assert.deepEqual(await listed(), [at(idA, a), at(idB, b2)].sort())
+    // B asks a find: the node pings it to confirm it, B stays silent and expires
+    b2.send(encB.find(3, randomHash(), 1), n.port, '127.0.0.1')
+    let now = await listed()
+    for (let i = 0; i < 60 && now.length > 1; i++) {
+      await sleep(50)
+      now = await listed()
+    }
+    assert.deepEqual(now, [at(idA, a)], 'the expired node is no longer listed')
+  } finally {
+    for (const s of socks) s.close()
+  }
+})
+
 test('rate limiting: requests beyond the per-IP limit are dropped and counted', async () => {
   const n = await node({ rateLimit: { perIp: 50, overall: 1000 } })
   const s = dgram.createSocket('udp4')

@@ -171,6 +171,47 @@ test('storage: edit policy (unsigned values cannot be edited), WHERE filters', (
   assert.ok(!forged.stored && forged.reason === 'bad-signature')
 })
 
+test('routing table version: changes with every change closest() can show, not when a known node is heard again', () => {
+  let now = 10_000_000
+  const t = new RoutingTable(randomHash(), 4, () => now)
+  const ids = Array.from({ length: 40 }, () => randomHash())
+  let v = t.version
+  const changed = (what: string) => { assert.notEqual(t.version, v, what); v = t.version }
+  const same = (what: string) => assert.equal(t.version, v, what)
+  t.heard(ids[0]!, '127.0.0.1', 1000, false)
+  changed('a new node')
+  now += 1000
+  t.heard(ids[0]!, '127.0.0.1', 1000, false)
+  t.heard(ids[0]!, '127.0.0.1', 1000, true)
+  same('a known node heard again at the same address')
+  t.heard(ids[0]!, '127.0.0.1', 1001, true)
+  changed('a node that moved')
+  for (let i = 1; i < ids.length; i++) t.heard(ids[i]!, '127.0.0.2', 2000 + i, false)
+  changed('new nodes and bucket splits')
+  // a full bucket refusing a newcomer again and again: closest() cannot change
+  const refused = ids.filter((id) => !t.get(id))
+  assert.ok(refused.length > 0)
+  v = t.version
+  for (let i = 0; i < 5; i++) t.heard(refused[0]!, '127.0.0.3', 3000, false)
+  same('a refused newcomer')
+  t.remove(ids[1]!)
+  changed('a removed node')
+  t.learned(ids[1]!, '127.0.0.4', 4000) // back where there is room now
+  assert.ok(t.get(ids[1]!))
+  changed('a learned node')
+  // expiry and revival (a small table: no replacement takes the expired node's place)
+  const small = new RoutingTable(randomHash(), 4, () => now)
+  small.heard(ids[0]!, '127.0.0.1', 1000, true)
+  v = small.version
+  small.failed(ids[0]!)
+  assert.notEqual(small.version, v, 'an expired node')
+  assert.equal(small.closest(ids[0]!, 8).length, 0)
+  v = small.version
+  small.heard(ids[0]!, '127.0.0.1', 1000, true)
+  assert.notEqual(small.version, v, 'an expired node that answers again')
+  assert.equal(small.closest(ids[0]!, 8).length, 1)
+})
+
 test('routing table: buckets of 8, only our bucket splits, good/dubious/expired nodes, replacements', () => {
   let now = 10_000_000
   const me = randomHash()

@@ -145,6 +145,14 @@ export class MsgWriter {
     return this.pos
   }
 
+  /**
+   * The written bytes, without a copy when they are few (as small as `finish()`'s copy would be, from the same
+   * pool); the writer must not be used afterwards.
+   */
+  take(): Buffer {
+    return this.pos < 4096 ? this.buf.subarray(0, this.pos) : this.finish()
+  }
+
   finish(): Buffer {
     return Buffer.from(this.buf.subarray(0, this.pos))
   }

@@ -7,6 +7,8 @@
 import dgram from 'node:dgram'
 import { EventEmitter } from 'node:events'
 import { lookup } from 'node:dns/promises'
+import dns from 'node:dns'
+import { isIP } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { DhtnetError, throwIfAborted } from '../errors.js'
 import { infoHash, randomHash, hashFromHex, xorCmp } from './infohash.js'
@@ -382,13 +384,22 @@ export class DhtNode extends EventEmitter {
 
   private openSocket(family: 4 | 6, address: string, port: number): Promise<dgram.Socket> {
     return new Promise((resolve, reject) => {
-      const sock = dgram.createSocket(family === 4 ? { type: 'udp4' } : { type: 'udp6', ipv6Only: true })
+      // dgram resolves the address of every send through `lookup`; dns.lookup answers an IP literal on the next
+      // tick, which costs a tick per datagram: once bound, an IP literal is answered at once (same answer)
+      let bound = false
+      const sendLookup: NonNullable<dgram.SocketOptions['lookup']> = (host, opts, cb) => {
+        const f = bound ? isIP(host) : 0
+        if (f) cb(null, host, f)
+        else dns.lookup(host, opts, cb)
+      }
+      const sock = dgram.createSocket(family === 4 ? { type: 'udp4', lookup: sendLookup } : { type: 'udp6', ipv6Only: true, lookup: sendLookup })
       const onError = (err: Error) => {
         try { sock.close() } catch { /* not open */ }
         reject(err)
       }
       sock.once('error', onError)
       sock.bind(port, address, () => {
+        bound = true
         sock.off('error', onError)
         sock.on('error', (err) => this.log.warn?.(`DHT: IPv${family} socket error: ${err.message}`))
         sock.on('message', (buf, rinfo) => this.onDatagram(buf, rinfo.address, rinfo.port, family))
@@ -444,7 +455,7 @@ export class DhtNode extends EventEmitter {
     try {
       // the completion callback costs a closure and a tick per datagram: only pay for it when it has a log to write
       // (an IP literal needs no lookup, so no failure can reach the socket's 'error' event instead)
-      if (this.log.debug || !ipToBytes(host)) {
+      if (this.log.debug || !isIP(host)) {
         s.send(buf, port, host, (err) => {
           if (err) this.log.debug?.(`DHT: send to ${host}:${port} failed: ${err.message}`)
         })
@@ -506,16 +517,17 @@ export class DhtNode extends EventEmitter {
       return
     }
     if (msg.network !== this.network) return
-    const pkey = `${host}|${port}|${msg.tid}`
     if (msg.kind === 'fragment') {
+      const pkey = `${host}|${port}|${msg.tid}`
       if (!this.reassembler.has(pkey) && !this.limiter.allow(host)) return
       const done = msg.fragments && this.reassembler.fragment(pkey, msg.fragments)
       if (done) this.process(done, host, port, family)
       return
     }
-    if (!msg.id || msg.id.equals(this.id)) return
+    if (!msg.id || sameHash(msg.id, this.id)) return
     const isRequest = msg.kind !== 'reply' && msg.kind !== 'error' && msg.kind !== 'valueUpdate'
     if (msg.valueSizes.size > 0) {
+      const pkey = `${host}|${port}|${msg.tid}`
       if (msg.kind === 'reply' && !this.txs.match(msg.tid, host, port) && !this.sockets.has(msg.tid)) return
       if (isRequest && !this.reassembler.has(pkey) && !this.limiter.allow(host)) return
       const done = this.reassembler.header(pkey, msg)
@@ -1186,7 +1198,6 @@ export class DhtNode extends EventEmitter {
     return { ...this.publicAddress }
   }
 }
-
 
 /** Selected fields of one value for a `fileds` reply, in OpenDHT's field order. */
 function writeFields(w: MsgWriter, v: DhtValue, fields: number[]): void {

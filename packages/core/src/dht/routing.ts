@@ -70,6 +70,18 @@ export class RoutingTable {
       arbiter: (incumbent) => incumbent,
     })
     this.kb.on('ping', (old, candidate) => this.bucketFull(old, candidate))
+    // `version`: contacts added or removed, and bucket splits (they change which buckets `closest` visits).
+    // A split shows no event, so k-bucket's split step is wrapped; without it, every full-bucket event counts.
+    this.kb.on('added', () => { this.changes++ })
+    this.kb.on('removed', () => { this.changes++ })
+    const kbi = this.kb as unknown as { _split?: (...args: unknown[]) => unknown }
+    const split = kbi._split
+    if (typeof split === 'function') {
+      kbi._split = (...args: unknown[]) => {
+        this.changes++
+        return split.apply(this.kb, args)
+      }
+    } else this.kb.on('ping', () => { this.changes++ })
   }
 
   get size(): number {
@@ -107,7 +119,7 @@ export class RoutingTable {
         if (n.failures !== 0) this.changes++
         n.failures = 0
       }
-      this.add(n, true, true) // moves it to the tail (most recently seen)
+      this.add(n, true) // moves it to the tail (most recently seen)
       return n
     }
     n = { id: Buffer.from(id), vectorClock: 0, host, port, family: this.family, lastHeard: t, lastReplied: replied ? t : 0, failures: 0 }
@@ -121,8 +133,7 @@ export class RoutingTable {
     this.add({ id: Buffer.from(id), vectorClock: 0, host, port, family: this.family, lastHeard: 0, lastReplied: 0, failures: 0 }, false)
   }
 
-  /** `known`: n is already in the table (only moved to its bucket's tail: no change for `version`). */
-  private add(n: RoutingNode, confirmed: boolean, known = false): void {
+  private add(n: RoutingNode, confirmed: boolean): void {
     if (this.insideAdd) return
     this.insideAdd = true
     this.addConfirmed = confirmed
@@ -130,7 +141,6 @@ export class RoutingTable {
       this.kb.add(n)
     } finally {
       this.insideAdd = false
-      if (!known) this.changes++
     }
   }
 
@@ -140,7 +150,6 @@ export class RoutingTable {
     if (expired) {
       this.kb.remove(expired.id)
       this.kb.add(candidate)
-      this.changes++
       return
     }
     const t = this.now()
@@ -159,14 +168,12 @@ export class RoutingTable {
     this.changes++
     if (isExpired(n) && this.replacements.length > 0) {
       this.kb.remove(id)
-      this.changes++
       this.promoteReplacement()
     }
   }
 
   remove(id: Buffer): void {
     this.kb.remove(id)
-    this.changes++
   }
 
   private promoteReplacement(): void {

@@ -97,6 +97,7 @@ export class Storage {
   }
 
   get(key: Buffer, query?: Query): StoredValue[] {
+    if (this.keys.size === 0) return []
     const m = this.keys.get(hex(key))
     if (!m) return []
     const out: StoredValue[] = []

@@ -14,8 +14,9 @@ export class TokenManager {
   private secret = randomBytes(8)
   private oldSecret = randomBytes(8)
   private nextRotation: number
-  /** tokens of the current secret by `ip|port`: every get/find reply carries one, a SHA-256 each is costly */
-  private readonly cache = new Map<string, Buffer>()
+  /** tokens of the current secret by ip, then port: every get/find reply carries one, a SHA-256 each is costly */
+  private readonly cache = new Map<string, Map<number, Buffer>>()
+  private cached = 0
 
   constructor(private readonly now: () => number = Date.now, private readonly rotateMinMs = 15 * MIN,
     private readonly rotateMaxMs = 45 * MIN) {
@@ -37,6 +38,7 @@ export class TokenManager {
     this.oldSecret = this.secret
     this.secret = randomBytes(8)
     this.cache.clear()
+    this.cached = 0
     this.nextRotation = this.now() + this.rotationDelay()
   }
 
@@ -54,12 +56,18 @@ export class TokenManager {
   }
 
   private current(host: string, port: number): Buffer {
-    const k = `${host}|${port}`
-    let t = this.cache.get(k)
+    let ports = this.cache.get(host)
+    let t = ports?.get(port)
     if (t === undefined) {
       t = this.compute(this.secret, host, port)
-      if (this.cache.size >= CACHE_MAX) this.cache.clear()
-      this.cache.set(k, t)
+      if (this.cached >= CACHE_MAX) {
+        this.cache.clear()
+        this.cached = 0
+        ports = undefined
+      }
+      if (!ports) this.cache.set(host, (ports = new Map()))
+      ports.set(port, t)
+      this.cached++
     }
     return t
   }

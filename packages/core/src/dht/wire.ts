@@ -207,6 +207,8 @@ function parseFields(x: unknown): FieldRow[] {
 
 /** Decode one datagram. Throws WireError (or a msgpackr error) on anything malformed. */
 export function decodeMessage(buf: Buffer): ParsedMessage {
+  const quick = decodeSimple(buf)
+  if (quick) return quick
   if (!checkMsgpack(buf)) fail('not a well-formed msgpack object')
   const root: unknown = unpackr.unpack(buf)
   if (!isMap(root)) fail('message is not a map')
@@ -312,6 +314,223 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
     }
   }
   return msg
+}
+
+// ---------------------------------------------------------------------------------------------- fast path
+
+/*
+ * Most datagrams are small queries and replies (ping, find, get and their answers) made of a few well-known keys
+ * with plain values. `decodeSimple` reads exactly those straight from the bytes, with no intermediate objects, and
+ * returns what `decodeMessage`'s general path would. Anything else — another key, another encoding of a value, a
+ * duplicate key, a value the general path would refuse — makes it give up (undefined) so that the general path
+ * decides, errors included.
+ */
+
+const QUERY_KINDS: ReadonlySet<string> = new Set(['ping', 'find', 'get', 'listen', 'put', 'refresh', 'update'])
+
+// root keys the fast path knows, as bits (a second occurrence makes it give up), and their names in bit order
+const R_A = 1, R_R = 2, R_T = 4, R_V = 8, R_N = 16, R_S = 32, R_Q = 64, R_Y = 128
+const ROOT_KEYS = ['a', 'r', 't', 'v', 'n', 's', 'q', 'y'].map((k) => Buffer.from(k))
+// body keys
+const B_ID = 1, B_H = 2, B_TARGET = 4, B_TOKEN = 8, B_N4 = 16, B_N6 = 32, B_SA = 64, B_W = 128
+const BODY_KEYS = ['id', 'h', 'target', 'token', 'n4', 'n6', 'sa', 'w'].map((k) => Buffer.from(k))
+
+/** Cursor over one datagram; every reader returns undefined (or -1) on an encoding it does not take. */
+class SimpleReader {
+  pos = 0
+  constructor(readonly buf: Buffer) {}
+
+  /** fixstr of ASCII bytes (every key, and the short string values) */
+  asciiStr(): string | undefined {
+    const buf = this.buf
+    const h = buf[this.pos]
+    if (h === undefined || (h & 0xe0) !== 0xa0) return undefined
+    const len = h & 0x1f
+    const start = this.pos + 1
+    if (start + len > buf.length) return undefined
+    let out = ''
+    for (let i = start; i < start + len; i++) {
+      const c = buf[i]!
+      if (c >= 0x80) return undefined
+      out += String.fromCharCode(c)
+    }
+    this.pos = start + len
+    return out
+  }
+
+  /** positive fixint, uint8/16/32 as msgpackr returns them (a number); -1 otherwise */
+  uint(): number {
+    const buf = this.buf
+    const p = this.pos
+    const h = buf[p]
+    if (h === undefined) return -1
+    if (h <= 0x7f) { this.pos = p + 1; return h }
+    if (h === 0xcc && p + 2 <= buf.length) { this.pos = p + 2; return buf[p + 1]! }
+    if (h === 0xcd && p + 3 <= buf.length) { this.pos = p + 3; return (buf[p + 1]! << 8) | buf[p + 2]! }
+    if (h === 0xce && p + 5 <= buf.length) { this.pos = p + 5; return buf.readUInt32BE(p + 1) }
+    return -1
+  }
+
+  /** bin8/bin16 as a view of the datagram (as msgpackr returns it) */
+  bin(): Buffer | undefined {
+    const buf = this.buf
+    const p = this.pos
+    const h = buf[p]
+    let len: number, start: number
+    if (h === 0xc4 && p + 2 <= buf.length) { len = buf[p + 1]!; start = p + 2 }
+    else if (h === 0xc5 && p + 3 <= buf.length) { len = (buf[p + 1]! << 8) | buf[p + 2]!; start = p + 3 }
+    else return undefined
+    if (start + len > buf.length) return undefined
+    this.pos = start + len
+    return buf.subarray(start, start + len)
+  }
+
+  /**
+   * A fixstr key compared in place with the known ones (no string made): its index in `names`, -1 when it is
+   * another key, -2 when it is not a fixstr at all.
+   */
+  key(names: readonly Buffer[]): number {
+    const buf = this.buf
+    const h = buf[this.pos]
+    if (h === undefined || (h & 0xe0) !== 0xa0) return -2
+    const len = h & 0x1f
+    const start = this.pos + 1
+    if (start + len > buf.length) return -2
+    this.pos = start + len
+    outer: for (let i = 0; i < names.length; i++) {
+      const nm = names[i]!
+      if (nm.length !== len) continue
+      for (let j = 0; j < len; j++) if (buf[start + j] !== nm[j]) continue outer
+      return i
+    }
+    return -1
+  }
+
+  /** fixmap size, -1 otherwise */
+  fixmap(): number {
+    const h = this.buf[this.pos]
+    if (h === undefined || (h & 0xf0) !== 0x80) return -1
+    this.pos++
+    return h & 0x0f
+  }
+}
+
+function decodeSimple(buf: Buffer): ParsedMessage | undefined {
+  const rd = new SimpleReader(buf)
+  const rootLen = rd.fixmap()
+  if (rootLen < 0) return undefined
+  let seen = 0
+  let tid = 0, network = 0, isClient = false
+  let ua: string | undefined, qname: string | undefined, y: string | undefined
+  let bodyStart = -1
+  let bodyKey = 0
+  for (let i = 0; i < rootLen; i++) {
+    const ki = rd.key(ROOT_KEYS)
+    if (ki < 0) return undefined
+    const bit = 1 << ki
+    if (seen & bit) return undefined
+    seen |= bit
+    switch (bit) {
+      case R_A: case R_R: {
+        // the body is read once the root is known (skip it now: it is a fixmap of known keys, read twice is cheap)
+        if (bodyStart >= 0) return undefined
+        bodyStart = rd.pos
+        bodyKey = bit
+        if (!skipBody(rd)) return undefined
+        break
+      }
+      case R_T: {
+        const b = buf[rd.pos]
+        if (b === 0xc4) {
+          const bin = rd.bin()
+          if (!bin || bin.length !== 4) return undefined
+          tid = bin.readUInt32BE(0)
+        } else if ((tid = rd.uint()) < 0) return undefined
+        break
+      }
+      case R_V: if ((ua = rd.asciiStr()) === undefined) return undefined; break
+      case R_N: if ((network = rd.uint()) < 0) return undefined; break
+      case R_S: {
+        const b = buf[rd.pos]
+        if (b !== 0xc2 && b !== 0xc3) return undefined
+        isClient = b === 0xc3
+        rd.pos++
+        break
+      }
+      case R_Q: if ((qname = rd.asciiStr()) === undefined) return undefined; break
+      case R_Y: if ((y = rd.asciiStr()) === undefined) return undefined; break
+    }
+  }
+  if (rd.pos !== buf.length || bodyStart < 0) return undefined
+  let kind: MessageKind
+  if (bodyKey === R_R) kind = 'reply'
+  else if (y !== undefined && y !== 'q') return undefined
+  else if (qname !== undefined && QUERY_KINDS.has(qname)) kind = qname as MessageKind
+  else return undefined
+
+  const msg: ParsedMessage = {
+    kind: 'ping', tid: 0, network: 0, isClient: false, values: [], valueSizes: new Map(),
+    expired: [], refreshed: [], want: -1, version: 0,
+  }
+  msg.tid = tid
+  if (ua !== undefined) msg.ua = ua
+  msg.network = network
+  msg.isClient = isClient
+  msg.kind = kind
+
+  rd.pos = bodyStart
+  const n = rd.fixmap()
+  let bseen = 0
+  for (let i = 0; i < n; i++) {
+    const ki = rd.key(BODY_KEYS)
+    if (ki < 0) return undefined
+    const bit = 1 << ki
+    if (bseen & bit) return undefined
+    bseen |= bit
+    if (bit === B_W) {
+      const h = buf[rd.pos]
+      if (h === undefined || (h & 0xf0) !== 0x90) return undefined
+      rd.pos++
+      let want = 0
+      for (let j = 0; j < (h & 0x0f); j++) {
+        const f = rd.uint()
+        if (f < 0) return undefined
+        if (f === AF_INET) want |= WANT4
+        else if (f === AF_INET6) want |= WANT6
+      }
+      msg.want = want
+      continue
+    }
+    const b = rd.bin()
+    if (!b) return undefined
+    switch (bit) {
+      case B_ID: if (b.length !== HASH_LEN) return undefined; msg.id = b; break
+      case B_H: if (b.length !== HASH_LEN) return undefined; msg.infoHash = b; break
+      case B_TARGET: if (b.length !== HASH_LEN) return undefined; msg.target = b; break
+      case B_TOKEN: if (b.length > 64) return undefined; msg.token = b; break
+      case B_N4: if (b.length % NODE4_LEN) return undefined; msg.nodes4 = b; break
+      case B_N6: if (b.length % NODE6_LEN) return undefined; msg.nodes6 = b; break
+      case B_SA: if (b.length === 4 || b.length === 16) msg.sa = b; break
+    }
+  }
+  return msg
+}
+
+/** Step over a body map made only of keys and values `decodeSimple` reads; false when it is anything else. */
+function skipBody(rd: SimpleReader): boolean {
+  const n = rd.fixmap()
+  if (n < 0) return false
+  for (let i = 0; i < n; i++) {
+    const ki = rd.key(BODY_KEYS)
+    if (ki === -2) return false
+    if (ki === 7) { // w
+      const h = rd.buf[rd.pos]
+      if (h === undefined || (h & 0xf0) !== 0x90) return false
+      rd.pos++
+      for (let j = 0; j < (h & 0x0f); j++) if (rd.uint() < 0) return false
+    } else if (!rd.bin()) return false
+  }
+  return true
 }
 
 // ---------------------------------------------------------------------------------------------- node lists
@@ -458,7 +677,17 @@ export interface Outgoing {
 }
 
 export class WireEncoder {
-  constructor(private readonly cfg: EncoderConfig) {}
+  /** `id` key and our id, as every message carries them */
+  private readonly idField: Buffer
+  /** reply trailer after the tid: y:"r", v, [n], [s] */
+  private readonly replyEnd: Buffer
+
+  constructor(private readonly cfg: EncoderConfig) {
+    this.idField = new MsgWriter(32).str('id').bin(cfg.myId).finish()
+    const w = new MsgWriter(64).str('y').str('r').str('v').str(cfg.userAgent)
+    this.netClient(w)
+    this.replyEnd = w.finish()
+  }
 
   get myId(): Buffer {
     return this.cfg.myId
@@ -482,9 +711,13 @@ export class WireEncoder {
 
   /** Trailer of replies: t, y:"r", v, [n], [s]. */
   private replyTail(w: MsgWriter, tid: number): Buffer {
-    w.str('t').uint(tid).str('y').str('r').str('v').str(this.cfg.userAgent)
-    this.netClient(w)
-    return w.finish()
+    w.str('t').uint(tid).raw(this.replyEnd)
+    return w.take()
+  }
+
+  /** Room for a reply: its variable part plus the constant pieces. */
+  private replySize(variable: number): number {
+    return variable + this.idField.length + this.replyEnd.length + 32
   }
 
   private writeWant(w: MsgWriter, want: number): void {
@@ -508,8 +741,8 @@ export class WireEncoder {
   }
 
   pong(tid: number, sa: Buffer): Buffer {
-    const w = new MsgWriter(96).map(4 + this.extra())
-    w.str('r').map(2).str('id').bin(this.cfg.myId).str('sa').bin(sa)
+    const w = new MsgWriter(this.replySize(sa.length)).map(4 + this.extra())
+    w.str('r').map(2).raw(this.idField).str('sa').bin(sa)
     return this.replyTail(w, tid)
   }
 
@@ -533,9 +766,9 @@ export class WireEncoder {
   nodesValues(tid: number, sa: Buffer, n4: Buffer, n6: Buffer, token: Buffer | undefined,
     packedValues: Buffer[] | undefined, fieldRows?: { fields: number[]; values: ((w: MsgWriter) => void)[] }): Outgoing {
     const hasValues = (packedValues !== undefined && packedValues.length > 0) || fieldRows !== undefined
-    const w = new MsgWriter(256 + n4.length + n6.length).map(4 + this.extra())
+    const w = new MsgWriter(this.replySize(64 + sa.length + n4.length + n6.length + (token ? token.length : 0))).map(4 + this.extra())
     w.str('r').map(2 + (hasValues ? 1 : 0) + (n4.length ? 1 : 0) + (n6.length ? 1 : 0) + (token ? 1 : 0))
-    w.str('id').bin(this.cfg.myId).str('sa').bin(sa)
+    w.raw(this.idField).str('sa').bin(sa)
     if (n4.length) w.str('n4').bin(n4)
     if (n6.length) w.str('n6').bin(n6)
     if (token) w.str('token').bin(token)
@@ -564,8 +797,8 @@ export class WireEncoder {
 
   /** Reply to listen and update: r{id, sa, [token]}. */
   listenConfirm(tid: number, sa: Buffer, token?: Buffer): Buffer {
-    const w = new MsgWriter(128).map(4 + this.extra())
-    w.str('r').map(2 + (token ? 1 : 0)).str('id').bin(this.cfg.myId).str('sa').bin(sa)
+    const w = new MsgWriter(this.replySize(16 + sa.length + (token ? token.length : 0))).map(4 + this.extra())
+    w.str('r').map(2 + (token ? 1 : 0)).raw(this.idField).str('sa').bin(sa)
     if (token) w.str('token').bin(token)
     return this.replyTail(w, tid)
   }
