@@ -3,6 +3,11 @@
  * byte-identical to OpenDHT's. It exists because msgpackr cannot splice pre-packed bytes (values are packed
  * once by the value layer and embedded as is) and writes integers above 2^32 as floats.
  */
+/** Bytes already msgpack-encoded, spliced as they are by `MsgWriter.any` (e.g. a packed value in a message). */
+export class MsgpackRaw {
+  constructor(readonly bytes: Buffer) {}
+}
+
 export class MsgWriter {
   private buf: Buffer
   private pos = 0
@@ -103,7 +108,7 @@ export class MsgWriter {
       this.buf.writeBigUInt64BE(v, this.pos); this.pos += 8
       return this
     }
-    if (!Number.isInteger(v) || v < 0) throw new RangeError(`uint out of range: ${v}`)
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`uint out of range: ${v}`)
     this.ensure(9)
     if (v < 0x80) this.buf[this.pos++] = v
     else if (v < 0x100) { this.buf[this.pos++] = 0xcc; this.buf[this.pos++] = v }
@@ -113,15 +118,33 @@ export class MsgWriter {
     return this
   }
 
-  /** Signed integer as msgpack-c packs it (positive values use the unsigned forms). */
-  int(v: number): this {
+  /** Signed integer as msgpack-c packs it: non-negative values as unsigned, negatives in the smallest int type. */
+  int(v: number | bigint): this {
+    if (typeof v === 'number' && !Number.isSafeInteger(v)) throw new RangeError(`not an integer: ${v}`)
     if (v >= 0) return this.uint(v)
+    if (typeof v === 'bigint') {
+      if (v < -(1n << 63n)) throw new RangeError(`not an int64: ${v}`)
+      if (v < -2147483648n) {
+        this.ensure(9)
+        this.buf[this.pos++] = 0xd3
+        this.buf.writeBigInt64BE(v, this.pos); this.pos += 8
+        return this
+      }
+      v = Number(v)
+    }
     this.ensure(9)
     if (v >= -32) this.buf[this.pos++] = v & 0xff
     else if (v >= -0x80) { this.buf[this.pos++] = 0xd0; this.buf.writeInt8(v, this.pos); this.pos += 1 }
     else if (v >= -0x8000) { this.buf[this.pos++] = 0xd1; this.buf.writeInt16BE(v, this.pos); this.pos += 2 }
     else if (v >= -0x80000000) { this.buf[this.pos++] = 0xd2; this.buf.writeInt32BE(v, this.pos); this.pos += 4 }
     else { this.buf[this.pos++] = 0xd3; this.buf.writeBigInt64BE(BigInt(v), this.pos); this.pos += 8 }
+    return this
+  }
+
+  float64(v: number): this {
+    this.ensure(9)
+    this.buf[this.pos++] = 0xcb
+    this.buf.writeDoubleBE(v, this.pos); this.pos += 8
     return this
   }
 
@@ -141,6 +164,40 @@ export class MsgWriter {
     return this
   }
 
+  /**
+   * Any JS value: integers (number or bigint) minimally, other numbers as float64, strings as str, Buffer/Uint8Array
+   * as bin, arrays, Maps and plain objects as maps (undefined members left out), MsgpackRaw spliced as is.
+   */
+  any(x: unknown): this {
+    if (x === null || x === undefined) return this.nil()
+    switch (typeof x) {
+      case 'boolean': return this.bool(x)
+      case 'bigint': return this.int(x)
+      case 'number': return Number.isSafeInteger(x) ? this.int(x) : this.float64(x)
+      case 'string': return this.str(x)
+    }
+    if (x instanceof MsgpackRaw) return this.raw(x.bytes)
+    if (x instanceof Uint8Array) return this.bin(x)
+    if (Array.isArray(x)) {
+      this.array(x.length)
+      for (const item of x) this.any(item)
+      return this
+    }
+    if (x instanceof Map) {
+      const entries = [...x.entries()].filter(([, v]) => v !== undefined)
+      this.map(entries.length)
+      for (const [k, v] of entries) this.any(k).any(v)
+      return this
+    }
+    if (typeof x === 'object') {
+      const entries = Object.entries(x as Record<string, unknown>).filter(([, v]) => v !== undefined)
+      this.map(entries.length)
+      for (const [k, v] of entries) this.str(k).any(v)
+      return this
+    }
+    throw new TypeError(`cannot msgpack-encode a ${typeof x}`)
+  }
+
   get length(): number {
     return this.pos
   }
@@ -156,4 +213,9 @@ export class MsgWriter {
   finish(): Buffer {
     return Buffer.from(this.buf.subarray(0, this.pos))
   }
+}
+
+/** Deterministic msgpack encoding of a JS value (see `MsgWriter.any`). */
+export function msgpackEncode(x: unknown): Buffer {
+  return new MsgWriter().any(x).finish()
 }
