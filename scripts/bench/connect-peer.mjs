@@ -63,13 +63,14 @@ if (mode === 'tcp-server' || mode === 'tls-server') {
 } else {
   // Only the modules a connecting tool needs (the package index also loads node-forge, ~50 ms of start-up).
   const dist = (p) => import(new URL(`../../packages/core/dist/${p}`, import.meta.url).href)
-  const [{ DhtNode }, { SecureDht }, { ConnectionManager }, { TrustStore }, { makeIdentity }, { parseCertificateChain, parsePrivateKey }] = await Promise.all([
+  const [{ DhtNode }, { SecureDht }, { ConnectionManager }, { TrustStore }, { makeIdentity }, { parseCertificateChain, parsePrivateKey }, native] = await Promise.all([
     dist('dht/node.js'),
     dist('dht/secure-dht.js'),
     dist('connection/connection-manager.js'),
     dist('identity/truststore.js'),
     dist('identity/identity.js'),
     dist('identity/pem.js'),
+    dist('transport/native.js'),
   ])
   const [key, crt, ca, bootstrap, peerId] = process.argv.slice(3)
   const identity = makeIdentity(parsePrivateKey(readFileSync(key)), parseCertificateChain(readFileSync(crt)))
@@ -81,6 +82,9 @@ if (mode === 'tcp-server' || mode === 'tls-server') {
   // do not wait for it once it is gone (each run of the connect benchmark is a fresh process with a fresh node).
   const node = new DhtNode({ port: 0, bindIpv4: '127.0.0.1', bindIpv6: false, bootstrap: [bootstrap], isClient: mode === 'client' })
   await node.start()
+  // as the tools' runtime does: the WebRTC library loads while we wait for the bootstrap node (older builds load it
+  // with the connection manager module)
+  native.preloadNative?.()
   await new Promise((resolve) => {
     const t = setTimeout(resolve, 5000)
     node.once('connected', () => {
@@ -96,7 +100,7 @@ if (mode === 'tcp-server' || mode === 'tls-server') {
     dht,
     trust,
     bindAddress: '127.0.0.1',
-    logger: process.env.BENCH_VERBOSE ? (l, m) => process.stderr.write(`[${mode}] ${l} ${m}\n`) : undefined,
+    logger: process.env.BENCH_VERBOSE ? (l, m) => process.stderr.write(`${((performance.timeOrigin + performance.now()) % 100000).toFixed(1)} [${mode}] ${l} ${m}\n`) : undefined,
     onChannelRequest: (_c, name) => ['echo', 'sink', 'stats', 'idle'].includes(name),
     onConnectionReady: (_p, name, s) => {
       if (s.initiator || !('pipe' in s)) return

@@ -41,6 +41,8 @@ export async function startDncNode(options: DncOptions, log: Log, signal: AbortS
     requireBootstrap: !server,
     bootstrapTimeoutMs: server ? 10_000 : Math.max(1000, Math.min(timeoutMs ?? 10_000, 10_000)),
     publishTimeoutMs: server ? 10_000 : 3_000,
+    // a client only connects out: no wait for our certificate publication (our requests carry it)
+    clientOnly: !server,
     // the library's messages: progress and diagnostics. The client shows them with --verbose only (what failed
     // reaches the user as the error); the server's operator also sees warnings (refused peers, publish failures)
     log: (level, message) => {

@@ -24,6 +24,7 @@ import { Multiplexer, type ChannelInfo, type ChannelRequestDecision } from '../m
 import type { ChannelSocket } from '../mux/channel-socket.js'
 import type { DatagramChannel } from '../mux/datagram-channel.js'
 import { WebRtcPeer } from '../transport/webrtc.js'
+import { preloadNative } from '../transport/native.js'
 import { type IceServerSpec, parseIceServers } from '../transport/ice-servers.js'
 import { classifyIceMessage } from '../transport/sdp.js'
 import { type LogFunction, type Logger, toLogFunction } from '../transport/types.js'
@@ -112,6 +113,12 @@ interface DeviceState {
   /** Pending connectDevice calls by channel name (isConnecting, uniqueName). */
   pendingByName: Map<string, Set<Promise<Channel>>>
   chain: X509Certificate[] | undefined
+}
+
+/** An offer created while the peer's certificate is looked up (see getLink). */
+interface EarlyOffer {
+  rtc: WebRtcPeer
+  offer: Promise<string>
 }
 
 interface PeerRef {
@@ -212,11 +219,20 @@ export class ConnectionManager extends EventEmitter {
    * Listen for connection requests (our long-id key and the legacy key) and publish our certificate. Resolves once
    * the listens are set and the certificate publication finished (or `publishTimeoutMs`, default 15 s, passed).
    */
-  async start(options: { publishTimeoutMs?: number } = {}): Promise<void> {
+  async start(options: { publishTimeoutMs?: number; clientOnly?: boolean } = {}): Promise<void> {
     if (this._closed) throw new DhtnetError('CLOSED', 'the connection manager is closed')
-    this.startListening()
+    if (!options.clientOnly) this.startListening()
+    // Incoming requests need the WebRTC library: load it while the publication below waits for the network.
+    preloadNative()
     if (this.published) return
     this.published = true
+    if (options.clientOnly) {
+      // A client that only connects out: its requests carry its certificate, so nothing waits for the publication
+      // (it runs in the background), and it listens from its first connectDevice (see connectNew).
+      this.dht.start().catch((err: unknown) => this.log('warn', `publishing our certificate failed: ${(err as Error).message}`))
+      this.log('info', `connection manager started (client): device ${this.identity.id} (long id ${this.identity.longId})`)
+      return
+    }
     const limit = options.publishTimeoutMs ?? 15_000
     let timer: NodeJS.Timeout | undefined
     await Promise.race([
@@ -232,7 +248,7 @@ export class ConnectionManager extends EventEmitter {
     this.log('info', `connection manager started: device ${this.identity.id} (long id ${this.identity.longId})`)
   }
 
-  /** Listen at our keys (answers to our requests arrive there too). connectDevice calls it if start() was not. */
+  /** Listen at our keys (answers to our requests arrive there too). A new outgoing connection calls it if start() did not. */
   private startListening(): void {
     if (this.started || this._closed) return
     this.started = true
@@ -304,7 +320,7 @@ export class ConnectionManager extends EventEmitter {
     } catch (err) {
       return Promise.reject(err)
     }
-    this.startListening()
+    preloadNative()
     const deviceKey = peer.longId ?? peer.hex
     const device = this.device(deviceKey)
     if (options.uniqueName) {
@@ -391,10 +407,21 @@ export class ConnectionManager extends EventEmitter {
         hint: 'call connectDevice without noNewSocket to open a connection',
       })
     }
-    // Resolve the certificate first so that the device is keyed by its long id.
+    // Resolve the certificate first so that the device is keyed by its long id. Meanwhile our offer is created
+    // (WebRTC library, peer connection, local candidates): local work only, nothing reaches the peer before its
+    // certificate was found and trusted (connectNew); the offer is dropped if the lookup fails or finds a shared link.
+    let early: EarlyOffer | undefined
     if (!peer.chain) {
       deadline.step = 'looking up the peer certificate on the DHT'
-      peer.chain = await this.findPeerCertificate(peer, deadline)
+      const lookup = this.findPeerCertificate(peer, deadline)
+      lookup.catch(() => {})
+      try {
+        early = await this.earlyOffer(peer.hex, deadline)
+        peer.chain = await lookup
+      } catch (err) {
+        early?.rtc.close()
+        throw err
+      }
       const ids = publicKeyIds(peer.chain[0]!)
       peer.longId = ids.longId
       peer.keyId = ids.id
@@ -402,6 +429,7 @@ export class ConnectionManager extends EventEmitter {
         device = this.device(peer.longId)
         if (!options.forceNewSocket) {
           const live = this.liveLink(device)
+          if (live || device.connecting) early?.rtc.close()
           if (live) return live
           if (device.connecting) {
             deadline.step = 'waiting for the connection being set up'
@@ -411,7 +439,7 @@ export class ConnectionManager extends EventEmitter {
         }
       }
     }
-    const attempt = this.connectNew(peer, options.connType ?? '', deadline)
+    const attempt = this.connectNew(peer, options.connType ?? '', deadline, early)
     device.connecting = attempt
     const clear = () => {
       if (device.connecting === attempt) device.connecting = undefined
@@ -477,28 +505,54 @@ export class ConnectionManager extends EventEmitter {
     }
   }
 
+  /**
+   * Our offer, started now (the peer connection is created on the next turn of the event loop, so that a DHT
+   * lookup started just before has sent its requests: loading the WebRTC library then overlaps the network wait).
+   */
+  private async earlyOffer(hex: string, deadline: Deadline): Promise<EarlyOffer> {
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    deadline.throwIfAborted()
+    if (this._closed) throw new DhtnetError('ABORTED', 'the connection manager is closed')
+    const rtc = this.newPeer('offerer', hex)
+    this.outgoingRtc.add(rtc)
+    rtc.once('close', () => this.outgoingRtc.delete(rtc))
+    const offer = rtc.createOffer({ signal: deadline.signal })
+    offer.catch(() => {})
+    return { rtc, offer }
+  }
+
   /** A new connection as the requester (offerer): trust check, request, answer, ICE/DTLS, multiplexer. */
-  private async connectNew(peer: PeerRef, connType: string, deadline: Deadline): Promise<PeerLink> {
+  private async connectNew(peer: PeerRef, connType: string, deadline: Deadline, early?: EarlyOffer): Promise<PeerLink> {
     const chain = peer.chain!
     const peerCert = chain[0]!
     const peerId = peer.longId!
-    if (peerId === this.identity.longId) throw new DhtnetError('BAD_PEER_ID', 'cannot connect to our own device id')
-    const verdict = this.trust.verify(chain, { anonymous: this.options.anonymous ?? false })
-    if (!verdict.ok) {
-      throw new DhtnetError('UNTRUSTED', `refusing to connect to ${peer.hex}: ${verdict.reason} (${verdict.code})`, {
-        hint: this.options.anonymous ? undefined : 'trust the peer\'s CA, allow the peer, or run in anonymous mode',
-      })
+    try {
+      if (peerId === this.identity.longId) throw new DhtnetError('BAD_PEER_ID', 'cannot connect to our own device id')
+      const verdict = this.trust.verify(chain, { anonymous: this.options.anonymous ?? false })
+      if (!verdict.ok) {
+        throw new DhtnetError('UNTRUSTED', `refusing to connect to ${peer.hex}: ${verdict.reason} (${verdict.code})`, {
+          hint: this.options.anonymous ? undefined : 'trust the peer\'s CA, allow the peer, or run in anonymous mode',
+        })
+      }
+    } catch (err) {
+      early?.rtc.close()
+      throw err
     }
     deadline.step = 'gathering ICE candidates'
-    const rtc = this.newPeer('offerer', peerId)
+    const rtc = early?.rtc ?? this.newPeer('offerer', peerId)
     this.outgoingRtc.add(rtc)
     const id = newRequestId()
     const answerKey = id.toString()
     try {
-      const offer = await deadline.race(rtc.createOffer({ signal: deadline.signal }))
+      const offer = await deadline.race(early?.offer ?? rtc.createOffer({ signal: deadline.signal }))
       let resolveAnswer!: (req: PeerConnectionRequest) => void
       const answered = new Promise<PeerConnectionRequest>((resolve) => (resolveAnswer = resolve))
       this.pendingAnswers.set(answerKey, { peerId, resolve: resolveAnswer })
+      // Listening starts here at the latest (answers arrive at our keys; a listen also returns what is already
+      // stored). Not earlier when not started: the values of earlier runs stored at our keys (answers to previous
+      // requests, 10 min) each cost an RSA decryption; here they are decrypted while we wait for the peer's answer
+      // instead of delaying the certificate lookup.
+      this.startListening()
       deadline.step = 'publishing the request on the DHT'
       // The answer may come before the put completes (a put also waits for slow or dead storage nodes).
       const put = this.dht

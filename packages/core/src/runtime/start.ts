@@ -14,6 +14,7 @@ import { DhtNode } from '../dht/node.js'
 import { SecureDht } from '../dht/secure-dht.js'
 import { ConnectionManager, type ConnectionManagerOptions } from '../connection/connection-manager.js'
 import type { IceServerSpec } from '../transport/ice-servers.js'
+import { preloadNative } from '../transport/native.js'
 import type { LogFunction } from '../transport/types.js'
 
 export interface TurnServerOptions {
@@ -63,6 +64,12 @@ export interface ToolRuntimeOptions {
   readonly requireBootstrap?: boolean
   /** Bound of the certificate publication at start (default 10 s). */
   readonly publishTimeoutMs?: number
+  /**
+   * A client that only connects out (default false): it does not wait for our certificate publication (its
+   * requests carry its certificate; it is published anyway, in the background) and listens at its keys from its
+   * first connect on, so it accepts no incoming connection before.
+   */
+  readonly clientOnly?: boolean
   readonly connectTimeoutMs?: number
   readonly log?: LogFunction
   /** Where to say that a default identity was created, and where (default: `log` at info level). */
@@ -182,6 +189,8 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
   })
   // started only now: a bad option (ICE server, ...) fails above before any socket is opened
   await node.start()
+  // the WebRTC library loads while we wait for the first DHT answer
+  preloadNative()
 
   let stopped: Promise<void> | undefined
   const stop = (): Promise<void> =>
@@ -204,7 +213,7 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
         log('warn', `${message}; retrying in the background`)
       }
     }
-    await connections.start({ publishTimeoutMs: options.publishTimeoutMs ?? 10_000 })
+    await connections.start({ publishTimeoutMs: options.publishTimeoutMs ?? 10_000, clientOnly: options.clientOnly ?? false })
   } catch (err) {
     await stop()
     throw err

@@ -9,8 +9,39 @@
  *  - when the last PeerConnection is gone, `cleanup()` runs so the process can exit. A later PeerConnection
  *    re-initialises the library (and the logger) transparently.
  */
-import ndc from 'node-datachannel'
+import { createRequire } from 'node:module'
 import type { LogFunction, LogLevel } from './types.js'
+
+type NativeModule = typeof import('node-datachannel')
+
+let native: NativeModule | undefined
+let preloadScheduled = false
+
+/**
+ * node-datachannel, loaded on first use. Loading it (the native library, ~11 ms here) is a large part of a tool's
+ * start-up; a process that never makes a peer connection (dhtnet-node, crtmgr, a tool printing its help) does not
+ * pay it, and a connecting one can hide it behind a network wait (preloadNative).
+ */
+export function nativeModule(): NativeModule {
+  if (!native) native = createRequire(import.meta.url)('node-datachannel') as NativeModule
+  return native
+}
+
+/**
+ * Load node-datachannel on the next turn of the event loop, i.e. while the caller waits for the network (DHT
+ * bootstrap, certificate lookup). Idempotent; a loading error surfaces at the first real use.
+ */
+export function preloadNative(): void {
+  if (native || preloadScheduled) return
+  preloadScheduled = true
+  setImmediate(() => {
+    try {
+      nativeModule()
+    } catch {
+      // reported by the first WebRtcPeer
+    }
+  }).unref()
+}
 
 type NativeLevel = 'Verbose' | 'Debug' | 'Info' | 'Warning' | 'Error' | 'Fatal'
 const NATIVE_LEVELS: readonly NativeLevel[] = ['Verbose', 'Debug', 'Info', 'Warning', 'Error', 'Fatal']
@@ -48,7 +79,7 @@ export function acquireNative(owner: object, log: LogFunction): () => void {
     cleanupTimer = undefined
   }
   if (!loggerInstalled) {
-    ndc.initLogger(nativeLogLevel(), route)
+    nativeModule().initLogger(nativeLogLevel(), route)
     loggerInstalled = true
   }
   live.add(owner)
@@ -71,7 +102,7 @@ function scheduleCleanup(): void {
   cleanupTimer = setTimeout(() => {
     cleanupTimer = undefined
     if (live.size > 0) return
-    ndc.cleanup()
+    nativeModule().cleanup()
     loggerInstalled = false
   }, 20)
 }

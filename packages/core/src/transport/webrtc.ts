@@ -17,12 +17,11 @@
  * peer presented has that fingerprint (libdatachannel does it too; we do not rely on it alone).
  */
 import { EventEmitter } from 'node:events'
-import ndc from 'node-datachannel'
 import type { DataChannel, PeerConnection, SelectedCandidateInfo } from 'node-datachannel'
 import { DhtnetError, throwIfAborted } from '../errors.js'
 import { DataChannelTransport } from './datachannel-transport.js'
 import { type IceServerSpec, parseIceServers } from './ice-servers.js'
-import { acquireNative } from './native.js'
+import { acquireNative, nativeModule } from './native.js'
 import { checkRemoteSdp, normalizeFingerprint, sdpCandidates } from './sdp.js'
 import { type LogFunction, type Logger, toLogFunction } from './types.js'
 
@@ -110,6 +109,12 @@ export class WebRtcPeer extends EventEmitter {
     this.name = options.name ?? `pc${++counter}-${options.role}`
     this.log = toLogFunction(options.logger)
     const iceServers = parseIceServers(options.iceServers)
+    let ndc: ReturnType<typeof nativeModule>
+    try {
+      ndc = nativeModule()
+    } catch (err) {
+      throw new DhtnetError('WEBRTC_ERROR', `cannot load node-datachannel: ${(err as Error).message}`, { cause: err, hint: 'reinstall the dependencies (pnpm install)' })
+    }
     this.release = acquireNative(this, this.log)
     try {
       this.pc = new ndc.PeerConnection(this.name, {
