@@ -72,7 +72,7 @@ export function buildProgram(): Command {
     .option('-P, --port <port>', 'remote TCP port the server should connect to (default 22)')
     .option('-i, --ip <address>', 'remote host the server should connect to: IPv4, IPv6 or name (default 127.0.0.1)')
     .option('-L, --local-forward <[bind:]port>', 'listen on a local TCP port and carry each connection to the service (like ssh -L)')
-    .option('-b, --bootstrap <host[:port]>', 'DHT bootstrap node (repeatable, or comma separated; default port 4222). Default: the public OpenDHT network plus LAN discovery; "none": LAN discovery only', collect, [])
+    .addOption(new Option('-b, --bootstrap <host[:port]>', 'DHT bootstrap node (repeatable, or comma separated; default port 4222); "none": LAN discovery only').argParser(collect).default([], 'the public OpenDHT network plus LAN discovery'))
     .option('-t, --turn_host <address>', 'TURN server (enables TURN)')
     .option('-u, --turn_user <user>', 'TURN user name')
     .option('-w, --turn_pass <secret>', 'TURN password')
