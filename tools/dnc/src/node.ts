@@ -27,13 +27,14 @@ export async function startDncNode(options: DncOptions, log: Log, signal: AbortS
   if (options.bootstrap.length === 0) {
     log.warn('no bootstrap node (-b none or `bootstrap: []`): only devices found on the local network can be reached')
   }
-  if (options.upnp) log.debug('UPnP port mapping is not available in this version; ICE and TURN are used')
   const runtime = await startToolRuntime({
     identity,
     bootstrap: options.bootstrap,
     discovery: options.discovery,
     ...(options.bindAddress ? { bindAddress: options.bindAddress } : {}),
     ...(options.turn ? { turn: options.turn } : {}),
+    // enable_upnp / --no-upnp: map a UDP port per connection on the home router (a fallback for strict NATs)
+    upnp: options.upnp,
     anonymous: server ? options.anonymous : true,
     dhtClient: !server,
     ...(server ? { persistPath: join(defaultCacheDir(), 'dnc', 'dht-state') } : {}),

@@ -29,6 +29,8 @@ import { type IceServerSpec, parseIceServers } from '../transport/ice-servers.js
 import { classifyIceMessage } from '../transport/sdp.js'
 import { type LogFunction, type Logger, toLogFunction } from '../transport/types.js'
 import { Deadline } from './deadline.js'
+import type { PortMapper, PortMapping } from '../nat/port-mapper.js'
+import { addMappedCandidate, freeUdpPort } from '../nat/mapped-candidate.js'
 import { type ConnectionInfo, PeerLink } from './peer-link.js'
 import {
   PEER_REQUEST_USER_TYPE,
@@ -59,6 +61,13 @@ export interface ConnectionManagerOptions {
   bindAddress?: string
   /** UDP port range for ICE. */
   portRange?: { begin: number; end: number }
+  /**
+   * UPnP/NAT-PMP fallback: each peer connection is pinned to one free local UDP port, that port is mapped on the
+   * gateway, and the mapped address goes into our description as a srflx candidate (so a peer can reach us
+   * behind a NAT that does not allow hole punching). A failed mapping is logged and the connect goes on without
+   * it. The mapping is removed when the connection closes; the caller owns (and closes) the mapper.
+   */
+  portMapper?: PortMapper
   /** Default bound of connectDevice and of an incoming handshake (default 30 s). */
   connectTimeoutMs?: number
   /** Multiplexer keepalive: PING after this much silence (default 5 s). */
@@ -160,6 +169,8 @@ export class ConnectionManager extends EventEmitter {
   private readonly outgoingRtc = new Set<WebRtcPeer>()
   private readonly listens: Array<{ cancel(): void }> = []
   private readonly closing = new AbortController()
+  /** Peer connection → its port mapping (resolves undefined when mapping failed); see options.portMapper. */
+  private readonly portMappings = new WeakMap<WebRtcPeer, Promise<PortMapping | undefined>>()
   private iceRequestHook: ConnectionManagerOptions['onIceRequest']
   private channelRequestHook: ConnectionManagerOptions['onChannelRequest']
   private connectionReadyHook: ConnectionManagerOptions['onConnectionReady']
@@ -513,10 +524,10 @@ export class ConnectionManager extends EventEmitter {
     await new Promise<void>((resolve) => setImmediate(resolve))
     deadline.throwIfAborted()
     if (this._closed) throw new DhtnetError('ABORTED', 'the connection manager is closed')
-    const rtc = this.newPeer('offerer', hex)
+    const rtc = await this.newPeer('offerer', hex)
     this.outgoingRtc.add(rtc)
     rtc.once('close', () => this.outgoingRtc.delete(rtc))
-    const offer = rtc.createOffer({ signal: deadline.signal })
+    const offer = this.withMappedCandidate(rtc, rtc.createOffer({ signal: deadline.signal }))
     offer.catch(() => {})
     return { rtc, offer }
   }
@@ -539,12 +550,12 @@ export class ConnectionManager extends EventEmitter {
       throw err
     }
     deadline.step = 'gathering ICE candidates'
-    const rtc = early?.rtc ?? this.newPeer('offerer', peerId)
+    const rtc = early?.rtc ?? (await this.newPeer('offerer', peerId))
     this.outgoingRtc.add(rtc)
     const id = newRequestId()
     const answerKey = id.toString()
     try {
-      const offer = await deadline.race(early?.offer ?? rtc.createOffer({ signal: deadline.signal }))
+      const offer = await deadline.race(early?.offer ?? this.withMappedCandidate(rtc, rtc.createOffer({ signal: deadline.signal })))
       let resolveAnswer!: (req: PeerConnectionRequest) => void
       const answered = new Promise<PeerConnectionRequest>((resolve) => (resolveAnswer = resolve))
       this.pendingAnswers.set(answerKey, { peerId, resolve: resolveAnswer })
@@ -614,15 +625,48 @@ export class ConnectionManager extends EventEmitter {
     }
   }
 
-  private newPeer(role: 'offerer' | 'answerer', peerId: string): WebRtcPeer {
-    return new WebRtcPeer({
+  private async newPeer(role: 'offerer' | 'answerer', peerId: string): Promise<WebRtcPeer> {
+    const mapper = this.options.portMapper
+    // With a port mapper: one known local port, so that it can be mapped (libjuice uses one socket per agent).
+    let port: number | undefined
+    if (mapper) {
+      try {
+        port = await freeUdpPort(this.options.bindAddress)
+      } catch (err) {
+        this.log('warn', `UPnP: no free local UDP port to map (${(err as Error).message}); connecting without a mapping`)
+      }
+    }
+    const rtc = new WebRtcPeer({
       role,
       iceServers: this.options.iceServers,
       bindAddress: this.options.bindAddress,
-      portRange: this.options.portRange,
+      portRange: port !== undefined ? { begin: port, end: port } : this.options.portRange,
       logger: this.log,
       name: `${role === 'offerer' ? 'to' : 'from'}-${peerId.slice(0, 8)}`,
     })
+    if (mapper && port !== undefined) {
+      const mapped = port
+      const mapping = mapper.mapUdp(mapped, { signal: this.closing.signal }).then(
+        (m) => m,
+        (err: unknown) => {
+          this.log('info', `UPnP: no mapping for ${rtc.name} (${isDhtnetError(err) ? `${err.code}: ` : ''}${(err as Error).message}); connecting without it`)
+          return undefined
+        },
+      )
+      this.portMappings.set(rtc, mapping)
+      rtc.once('close', () => {
+        void mapping.then((m) => (m ? mapper.unmapUdp(mapped) : undefined))
+      })
+    }
+    return rtc
+  }
+
+  /** Our description, plus the srflx candidate of the connection's port mapping when there is one. */
+  private async withMappedCandidate(rtc: WebRtcPeer, description: Promise<string>): Promise<string> {
+    const mapping = this.portMappings.get(rtc)
+    if (!mapping) return description
+    const [sdp, m] = await Promise.all([description, mapping])
+    return m ? addMappedCandidate(sdp, m) : sdp
   }
 
   /** Wrap a connected peer connection into a multiplexed link and register it. */
@@ -783,10 +827,10 @@ export class ConnectionManager extends EventEmitter {
         )
       }
       deadline.step = 'gathering ICE candidates'
-      const rtc = this.newPeer('answerer', signer)
+      const rtc = await this.newPeer('answerer', signer)
       this.incoming.add(rtc)
       try {
-        const answer = await deadline.race(rtc.createAnswer(req.iceMsg, { signal: deadline.signal }))
+        const answer = await deadline.race(this.withMappedCandidate(rtc, rtc.createAnswer(req.iceMsg, { signal: deadline.signal })))
         deadline.step = 'publishing the answer on the DHT'
         // Not awaited: the requester gets the answer through its listen as soon as one storage node has it, while
         // the put itself may wait for slow or dead nodes. A lost answer shows up as a timeout on its side.

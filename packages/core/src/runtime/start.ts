@@ -15,6 +15,7 @@ import { SecureDht } from '../dht/secure-dht.js'
 import { ConnectionManager, type ConnectionManagerOptions } from '../connection/connection-manager.js'
 import type { IceServerSpec } from '../transport/ice-servers.js'
 import { preloadNative } from '../transport/native.js'
+import { PortMapper, type PortMapperOptions } from '../nat/port-mapper.js'
 import type { LogFunction } from '../transport/types.js'
 
 export interface TurnServerOptions {
@@ -71,6 +72,12 @@ export interface ToolRuntimeOptions {
    */
   readonly clientOnly?: boolean
   readonly connectTimeoutMs?: number
+  /**
+   * UPnP IGD / NAT-PMP port mapping for our peer connections (DHTNet's enable_upnp; default false here, the tools
+   * pass their setting). Options tune the mapper (tests: the lab gateway). Not used when ICE is bound to a
+   * loopback address, nor in test runs (DHTNET_FORBID_PUBLIC_BOOTSTRAP=1: the gateway is outside the test).
+   */
+  readonly upnp?: boolean | PortMapperOptions
   readonly log?: LogFunction
   /** Where to say that a default identity was created, and where (default: `log` at info level). */
   readonly identityLog?: (line: string) => void
@@ -168,6 +175,7 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
     },
   })
   const dht = new SecureDht(node, identity, { log })
+  const portMapper = makePortMapper(options, log)
   const connections = new ConnectionManager({
     identity,
     dht,
@@ -175,6 +183,7 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
     anonymous: options.anonymous,
     iceServers,
     ...(bind ? { bindAddress: bind } : {}),
+    ...(portMapper ? { portMapper } : {}),
     ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
     ...(options.onIceRequest ? { onIceRequest: options.onIceRequest } : {}),
     ...(options.onChannelRequest ? { onChannelRequest: options.onChannelRequest } : {}),
@@ -196,6 +205,7 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
   const stop = (): Promise<void> =>
     (stopped ??= (async () => {
       await connections.close().catch((err: unknown) => log('warn', `closing connections: ${(err as Error).message}`))
+      await portMapper?.close().catch((err: unknown) => log('warn', `removing port mappings: ${(err as Error).message}`))
       dht.close()
       await node.stop().catch((err: unknown) => log('warn', `stopping the DHT: ${(err as Error).message}`))
     })())
@@ -230,6 +240,21 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
     },
     stop,
   }
+}
+
+/** The port mapper the options ask for, or undefined (off, loopback-bound, or a test run). */
+function makePortMapper(options: ToolRuntimeOptions, log: LogFunction): PortMapper | undefined {
+  if (!options.upnp) return undefined
+  const bind = options.bindAddress
+  if (bind !== undefined && (/^127\./.test(bind) || bind === '::1' || bind === 'localhost')) {
+    log('debug', `UPnP: not used (ICE is bound to the loopback address ${bind})`)
+    return undefined
+  }
+  if (process.env.DHTNET_FORBID_PUBLIC_BOOTSTRAP === '1') {
+    log('debug', 'UPnP: not used in this run (DHTNET_FORBID_PUBLIC_BOOTSTRAP=1: no traffic to the real gateway)')
+    return undefined
+  }
+  return new PortMapper({ ...(typeof options.upnp === 'object' ? options.upnp : {}), log })
 }
 
 function waitConnected(node: DhtNode, ms: number, signal?: AbortSignal): Promise<boolean> {

@@ -25,6 +25,8 @@ interface Config {
   bytes?: number
   timeoutMs?: number
   label?: string
+  /** UPnP/NAT-PMP port mapping (natlab-upnp.test.ts): true, or PortMapper options. */
+  upnp?: boolean | Record<string, unknown>
 }
 
 const config = JSON.parse(process.env.NATLAB_DEVICE ?? '{}') as Config
@@ -111,8 +113,9 @@ async function main(): Promise<void> {
     requireBootstrap: true,
     bootstrapTimeoutMs: 10_000,
     publishTimeoutMs: 10_000,
+    ...(config.upnp ? { upnp: config.upnp } : {}),
     log: (level, message) => {
-      if (verbose || level === 'warn' || level === 'error') process.stderr.write(`${since()} ${level} ${message}\n`)
+      if (verbose || level === 'warn' || level === 'error' || message.startsWith('UPnP:')) process.stderr.write(`${since()} ${level} ${message}\n`)
     },
     onChannelRequest: (_cert, name) => (name === 'echo' ? true : { accept: false, reason: `no service "${name}"` }),
     onConnectionReady: (_peer, name, socket) => {

@@ -200,11 +200,14 @@ export interface DeviceConfig {
   /** connect: bound of connectDevice */
   timeoutMs?: number
   label?: string
+  /** UPnP/NAT-PMP port mapping (true, or PortMapper options) */
+  upnp?: boolean | Record<string, unknown>
 }
 
-/** device.ts inside a host namespace (node --import tsx). */
-export function startDevice(netns: string, name: string, config: DeviceConfig): LabProcess {
+/** device.ts inside a host namespace (node --import tsx). `env`: extra environment variables. */
+export function startDevice(netns: string, name: string, config: DeviceConfig, env: Record<string, string> = {}): LabProcess {
   return spawnInNs(netns, name, process.execPath, ['--import', 'tsx', DEVICE_SCRIPT], {
+    ...env,
     NATLAB_DEVICE: JSON.stringify({ bootstrap: `${NET.boot}:${NET.bootPort}`, ...config }),
   })
 }
