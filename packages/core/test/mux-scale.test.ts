@@ -5,25 +5,8 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { isDhtnetError } from '../src/errors.js'
 import type { ChannelSocket } from '../src/mux/index.js'
-import { activeTimerHandles, closeMuxPair, createMuxPair, readAll, waitFor, type MuxPair } from './helpers/memory-transport.js'
+import { readAll, waitFor, type MuxPair, withPair } from './helpers/memory-transport.js'
 
-async function withPair(options: Parameters<typeof createMuxPair>[0], body: (pair: MuxPair) => Promise<void>): Promise<void> {
-  const handlesBefore = activeTimerHandles()
-  const pair = createMuxPair(options)
-  const keepAlive = setInterval(() => {}, 1000) // the mux's own timers are unref'd
-  try {
-    await body(pair)
-  } finally {
-    await closeMuxPair(pair)
-    clearInterval(keepAlive)
-  }
-  for (const mux of [pair.a, pair.b]) {
-    const s = mux.stats()
-    assert.equal(s.timers, 0)
-    assert.equal(s.channels + s.pendingOpens + s.pendingRequests + s.pendingProbes, 0)
-  }
-  assert.ok(activeTimerHandles() <= handlesBefore)
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 

@@ -6,36 +6,13 @@ import { isDhtnetError } from '../src/errors.js'
 import { ChannelSocket, DatagramChannel, Multiplexer, MAX_CHANNEL_NAME_BYTES } from '../src/mux/index.js'
 import {
   activeTimerHandles,
-  closeMuxPair,
   createMemoryTransportPair,
-  createMuxPair,
   readAll,
   waitFor,
   type MuxPair,
+  withPair,
 } from './helpers/memory-transport.js'
 
-/** Run a test body over a fresh pair and check that nothing is left behind: maps empty, no timers. */
-async function withPair(
-  options: Parameters<typeof createMuxPair>[0],
-  body: (pair: MuxPair) => Promise<void>,
-): Promise<void> {
-  const handlesBefore = activeTimerHandles()
-  const pair = createMuxPair(options)
-  // the multiplexer's timers are unref'd (a real transport holds the loop open): hold it open during the test
-  const keepAlive = setInterval(() => {}, 1000)
-  try {
-    await body(pair)
-  } finally {
-    await closeMuxPair(pair)
-    clearInterval(keepAlive)
-  }
-  for (const mux of [pair.a, pair.b]) {
-    const s = mux.stats()
-    assert.equal(s.timers, 0, 'timers left after close')
-    assert.equal(s.channels + s.pendingOpens + s.pendingRequests + s.pendingProbes, 0, 'state left after close')
-  }
-  assert.ok(activeTimerHandles() <= handlesBefore, 'timer handles left after the test')
-}
 
 /** b accepts every channel; errors on them are expected by the tests that use this */
 function acceptAll(pair: MuxPair): void {

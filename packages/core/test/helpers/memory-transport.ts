@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict'
 import { EventEmitter } from 'node:events'
 import { DhtnetError } from '../../src/errors.js'
 import type { MessageTransport } from '../../src/transport/types.js'
@@ -233,4 +234,27 @@ export function readAll(stream: Readable): Promise<Buffer> {
 
 export function waitFor<T>(emitter: EventEmitter, event: string): Promise<T> {
   return new Promise((resolve) => emitter.once(event, (v: T) => resolve(v)))
+}
+
+/** Run a test body over a fresh pair and check that nothing is left behind: maps empty, no timers. */
+export async function withPair(
+  options: Parameters<typeof createMuxPair>[0],
+  body: (pair: MuxPair) => Promise<void>,
+): Promise<void> {
+  const handlesBefore = activeTimerHandles()
+  const pair = createMuxPair(options)
+  // the multiplexer's timers are unref'd (a real transport holds the loop open): hold it open during the test
+  const keepAlive = setInterval(() => {}, 1000)
+  try {
+    await body(pair)
+  } finally {
+    await closeMuxPair(pair)
+    clearInterval(keepAlive)
+  }
+  for (const mux of [pair.a, pair.b]) {
+    const s = mux.stats()
+    assert.equal(s.timers, 0, 'timers left after close')
+    assert.equal(s.channels + s.pendingOpens + s.pendingRequests + s.pendingProbes, 0, 'state left after close')
+  }
+  assert.ok(activeTimerHandles() <= handlesBefore, 'timer handles left after the test')
 }
