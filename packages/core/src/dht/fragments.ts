@@ -79,16 +79,9 @@ export class Reassembler {
       this.dropped++
       return undefined
     }
-    let p = this.partials.get(key)
-    if (p?.msg) return undefined // duplicate header (a retry): keep the first
-    if (!p) {
-      if (this.partials.size >= this.o.maxPartials) {
-        this.dropped++
-        return undefined
-      }
-      p = { start: this.now(), lastPart: this.now(), values: new Map(), early: [], earlyBytes: 0, bytes: 0 }
-      this.partials.set(key, p)
-    }
+    if (this.partials.get(key)?.msg) return undefined // duplicate header (a retry): keep the first
+    const p = this.partialFor(key)
+    if (!p) return undefined
     p.msg = msg
     p.lastPart = this.now()
     for (const [i, size] of msg.valueSizes) p.values.set(i, { total: size, received: 0, frags: new Map() })
@@ -101,11 +94,8 @@ export class Reassembler {
     return this.tryComplete(key, p)
   }
 
-  /** A fragment datagram arrived. Returns the complete message when this was its last missing part. */
-  fragment(key: string, frags: Map<number, { offset: number; data: Buffer }>): ParsedMessage | undefined {
-    this.sweep()
-    if (frags.size === 0) return undefined
-    for (const f of frags.values()) if (f.data.length === 0) return undefined
+  /** The partial message for `key`, created if there is room (else counted as dropped and undefined). */
+  private partialFor(key: string): Partial | undefined {
     let p = this.partials.get(key)
     if (!p) {
       if (this.partials.size >= this.o.maxPartials) {
@@ -115,6 +105,16 @@ export class Reassembler {
       p = { start: this.now(), lastPart: this.now(), values: new Map(), early: [], earlyBytes: 0, bytes: 0 }
       this.partials.set(key, p)
     }
+    return p
+  }
+
+  /** A fragment datagram arrived. Returns the complete message when this was its last missing part. */
+  fragment(key: string, frags: Map<number, { offset: number; data: Buffer }>): ParsedMessage | undefined {
+    this.sweep()
+    if (frags.size === 0) return undefined
+    for (const f of frags.values()) if (f.data.length === 0) return undefined
+    const p = this.partialFor(key)
+    if (!p) return undefined
     if (!p.msg) {
       let n = 0
       for (const f of frags.values()) n += f.data.length

@@ -49,17 +49,11 @@ export async function sinkService(options: { host?: string; replyBytes?: number 
   const replies: SinkResult[] = []
   const waiters: Array<() => void> = []
   const server = createServer({ allowHalfOpen: true }, (s) => {
-    const hash = createHash('sha256')
-    let bytes = 0
-    s.on('data', (b: Buffer) => {
-      bytes += b.length
-      hash.update(b)
-    })
-    s.on('end', () => {
-      results.push({ bytes, sha256: hash.digest('hex') })
+    hashUntilEnd(s).then((r) => {
+      results.push(r)
       if (!options.replyBytes) s.end()
       for (const w of waiters.splice(0)) w()
-    })
+    }, () => {})
     if (options.replyBytes) {
       const sent = sendPattern(s, options.replyBytes, 7)
       void sent.then((r) => {

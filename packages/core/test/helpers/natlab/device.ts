@@ -14,20 +14,10 @@ import { once } from 'node:events'
 import { isDhtnetError } from '../../../src/errors.js'
 import { startToolRuntime, type ToolRuntime } from '../../../src/runtime/start.js'
 import type { ChannelSocket } from '../../../src/mux/channel-socket.js'
+import type { DeviceConfig } from './procs.js'
 
-interface Config {
-  mode: 'serve' | 'connect'
-  key: string
-  cert: string
-  bootstrap: string
-  iceServers: string[]
-  peer?: string
-  bytes?: number
-  timeoutMs?: number
-  label?: string
-  /** UPnP/NAT-PMP port mapping (natlab-upnp.test.ts): true, or PortMapper options. */
-  upnp?: boolean | Record<string, unknown>
-}
+/** What startDevice (procs.ts) sends, plus the bootstrap address it adds. */
+type Config = DeviceConfig & { bootstrap: string }
 
 const config = JSON.parse(process.env.NATLAB_DEVICE ?? '{}') as Config
 const out = (msg: Record<string, unknown>) => process.stdout.write(JSON.stringify(msg) + '\n')
