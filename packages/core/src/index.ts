@@ -1,4 +1,5 @@
 export * from './errors.js'
+export * from './util/log.js'
 export type { Identity } from './identity/types.js'
 export * from './identity/index.js'
 export * from './dht/index.js'

@@ -7,10 +7,10 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createSocket, type Socket } from 'node:dgram'
 import { once } from 'node:events'
-import type { ChannelSocket } from '../src/mux/channel-socket.js'
-import type { DatagramChannel } from '../src/mux/datagram-channel.js'
+import type { ChannelSocket } from '../src/mux/native/channel-socket.js'
+import type { DatagramChannel } from '../src/mux/native/datagram-channel.js'
 import { PortMapper } from '../src/nat/port-mapper.js'
-import { livePeerConnections } from '../src/transport/native.js'
+import { livePeerConnections } from '../src/transport/webrtc/native.js'
 import { TestNet } from './helpers/testnet.js'
 
 interface FakeGateway {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { isDhtnetError } from '../src/errors.js'
-import type { ChannelSocket } from '../src/mux/channel-socket.js'
+import type { ChannelSocket } from '../src/mux/native/channel-socket.js'
 import { TestNet, type TestDevice } from './helpers/testnet.js'
 
 let net: TestNet

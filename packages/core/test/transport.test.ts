@@ -3,10 +3,10 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { WebRtcPeer } from '../src/transport/webrtc.js'
-import { parseIceServer } from '../src/transport/ice-servers.js'
-import { classifyIceMessage, sdpFingerprint } from '../src/transport/sdp.js'
-import { livePeerConnections } from '../src/transport/native.js'
+import { WebRtcPeer } from '../src/transport/webrtc/webrtc.js'
+import { parseIceServer } from '../src/transport/webrtc/ice-servers.js'
+import { classifyIceMessage, sdpFingerprint } from '../src/transport/webrtc/sdp.js'
+import { livePeerConnections } from '../src/transport/webrtc/native.js'
 import { isDhtnetError } from '../src/errors.js'
 
 async function connectedPair(opts: { tamper?: (sdp: string) => string } = {}) {
@@ -197,7 +197,7 @@ test('ice_msg classification: our SDP vs DHTNet pjnath ICE-TCP messages', async 
 test('all peer connections closed → native threads released, a child process exits by itself', async () => {
   assert.equal(livePeerConnections(), 0)
   const script = `
-    import { WebRtcPeer } from ${JSON.stringify(fileURLToPath(new URL('../src/transport/webrtc.ts', import.meta.url)))}
+    import { WebRtcPeer } from ${JSON.stringify(fileURLToPath(new URL('../src/transport/webrtc/webrtc.ts', import.meta.url)))}
     const a = new WebRtcPeer({ role: 'offerer', bindAddress: '127.0.0.1' })
     const b = new WebRtcPeer({ role: 'answerer', bindAddress: '127.0.0.1' })
     a.acceptAnswer(await b.createAnswer(await a.createOffer()))

@@ -2,7 +2,7 @@
 // it, over the in-memory transport pair and, when it can be set up, a loopback node-datachannel connection
 // (WebRtcPeer, 127.0.0.1 only). Ends with ONE line of JSON.
 import { EventEmitter } from 'node:events'
-import type { MessageTransport } from '../../../packages/core/src/transport/types.js'
+import type { MessageTransport } from '../../../packages/core/src/transport/transport.js'
 import { Multiplexer, type ChannelSocket } from '../../../packages/core/src/mux/index.js'
 import { createMemoryTransportPair } from '../../../packages/core/test/helpers/memory-transport.js'
 
@@ -126,7 +126,7 @@ async function memoryPair(): Promise<TransportPair> {
 }
 
 async function webrtcPair(): Promise<TransportPair & { peers: EventEmitter[] }> {
-  const { WebRtcPeer } = await import('../../../packages/core/src/transport/webrtc.js')
+  const { WebRtcPeer } = await import('../../../packages/core/src/transport/webrtc/webrtc.js')
   const offerer = new WebRtcPeer({ role: 'offerer', bindAddress: '127.0.0.1' })
   const answerer = new WebRtcPeer({ role: 'answerer', bindAddress: '127.0.0.1' })
   const offer = await offerer.createOffer()

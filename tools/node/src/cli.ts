@@ -8,7 +8,7 @@
 import { createInterface } from 'node:readline'
 import { CommanderError } from 'commander'
 import chalk from 'chalk'
-import { DhtNode, SecureDht, isDhtnetError, type DhtLogger, type Identity } from '@dhtnet/core'
+import { DhtNode, SecureDht, isDhtnetError, type Identity, type Logger } from '@dhtnet/core'
 import { UsageError, parseOptions, type NodeOptions } from './options.js'
 import { generateNodeIdentity, loadNodeIdentity } from './identity.js'
 import { printNodeInfo, runCommand, type CommandContext } from './commands.js'
@@ -18,12 +18,9 @@ function errorText(err: unknown): string {
   return (err as Error)?.message ?? String(err)
 }
 
-function makeLogger(verbose: boolean): DhtLogger {
-  const stamp = () => new Date().toISOString()
-  return {
-    ...(verbose ? { debug: (m: string) => process.stderr.write(`${stamp()} debug ${m}\n`) } : {}),
-    ...(verbose ? { info: (m: string) => process.stderr.write(`${stamp()} info ${m}\n`) } : {}),
-    warn: (m: string) => process.stderr.write(`${stamp()} warn ${m}\n`),
+function makeLogger(verbose: boolean): Logger {
+  return (level, message) => {
+    if (verbose || level === 'warn' || level === 'error') process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`)
   }
 }
 
@@ -81,14 +78,14 @@ async function main(): Promise<number> {
   }
   const secure = identity
     ? new SecureDht(node, identity, {
-        log: (level, m) => (level === 'warn' || level === 'error' ? logger.warn : level === 'info' ? logger.info : logger.debug)?.(`SecureDht: ${m}`),
+        log: (level, m) => logger(level, `SecureDht: ${m}`),
       })
     : undefined
   secure?.start().then(
-    (r) => opts.verbose && logger.info?.(`certificate published: key id ${r.keyIdKey ? 'ok' : 'failed'}, SHA1(PkId) ${r.longIdKey ? 'ok' : 'failed'}`),
+    (r) => logger('info', `certificate published: key id ${r.keyIdKey ? 'ok' : 'failed'}, SHA1(PkId) ${r.longIdKey ? 'ok' : 'failed'}`),
     () => {},
   )
-  node.on('connected', () => logger.info?.('connected: a good node answered'))
+  node.on('connected', () => logger('info', 'connected: a good node answered'))
 
   let stopping: Promise<void> | undefined
   const stop = () => {
@@ -106,7 +103,7 @@ async function main(): Promise<number> {
     // handlers first, banner second: whoever reads the banner may signal us at once
     const stopped = new Promise<void>((resolve) => {
       const onSignal = (sig: string) => {
-        logger.info?.(`${sig}: stopping`)
+        logger('info', `${sig}: stopping`)
         process.off('SIGINT', onSignal)
         process.off('SIGTERM', onSignal)
         stop().then(resolve, resolve)

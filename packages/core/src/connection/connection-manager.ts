@@ -20,15 +20,15 @@ import { parseCertificateChain } from '../identity/pem.js'
 import { SecureDht, type SecureDhtEngine } from '../dht/secure-dht.js'
 import { type DhtValue, ValueType } from '../dht/value.js'
 import { certificatesFromValue } from '../dht/crypto.js'
-import { Multiplexer, type ChannelInfo, type ChannelRequestDecision } from '../mux/multiplexer.js'
-import type { ChannelSocket } from '../mux/channel-socket.js'
-import type { DatagramChannel } from '../mux/datagram-channel.js'
-import { WebRtcPeer } from '../transport/webrtc.js'
-import { preloadNative } from '../transport/native.js'
-import { type IceServerSpec, parseIceServers } from '../transport/ice-servers.js'
-import { classifyIceMessage } from '../transport/sdp.js'
-import { type LogFunction, type Logger, toLogFunction } from '../transport/types.js'
-import { Deadline } from './deadline.js'
+import { Multiplexer, type ChannelInfo, type ChannelRequestDecision } from '../mux/native/multiplexer.js'
+import type { ChannelSocket } from '../mux/native/channel-socket.js'
+import type { DatagramChannel } from '../mux/native/datagram-channel.js'
+import { WebRtcPeer } from '../transport/webrtc/webrtc.js'
+import { preloadNative } from '../transport/webrtc/native.js'
+import { type IceServerSpec, parseIceServers } from '../transport/webrtc/ice-servers.js'
+import { classifyIceMessage } from '../transport/webrtc/sdp.js'
+import { type Logger, type LoggerLike, toLogger } from '../util/log.js'
+import { Deadline } from '../util/deadline.js'
 import type { PortMapper, PortMapping } from '../nat/port-mapper.js'
 import { addMappedCandidate, freeUdpPort } from '../nat/mapped-candidate.js'
 import { type ConnectionInfo, PeerLink } from './peer-link.js'
@@ -43,7 +43,7 @@ import {
 } from './signalling.js'
 
 export type { ConnectionInfo } from './peer-link.js'
-export type { ChannelInfo } from '../mux/multiplexer.js'
+export type { ChannelInfo } from '../mux/native/multiplexer.js'
 
 /** What a channel request hook may answer. */
 export type ChannelDecision = ChannelRequestDecision
@@ -86,7 +86,7 @@ export interface ConnectionManagerOptions {
   onChannelRequest?: (peerCert: X509Certificate, name: string) => ChannelDecision | Promise<ChannelDecision>
   /** Every channel that becomes ready, both directions (incoming ones are only reachable through this). */
   onConnectionReady?: (peerId: string, name: string, socket: ChannelSocket | DatagramChannel) => void
-  logger?: Logger
+  logger?: LoggerLike
 }
 
 export interface ConnectDeviceOptions {
@@ -160,7 +160,7 @@ export class ConnectionManager extends EventEmitter {
   private readonly ownsDht: boolean
   private readonly trust: TrustStore
   private readonly options: ConnectionManagerOptions
-  private readonly log: LogFunction
+  private readonly log: Logger
   private readonly connectTimeoutMs: number
   private readonly devices = new Map<string, DeviceState>()
   private readonly pendingAnswers = new Map<string, PendingAnswer>()
@@ -190,7 +190,7 @@ export class ConnectionManager extends EventEmitter {
     this.options = options
     this.identity = options.identity
     this.trust = options.trust
-    this.log = toLogFunction(options.logger)
+    this.log = toLogger(options.logger)
     this.connectTimeoutMs = options.connectTimeoutMs ?? 30_000
     if (options.dht instanceof SecureDht) {
       if (options.dht.identity.longId !== options.identity.longId) {

@@ -4,10 +4,10 @@
  */
 import { EventEmitter } from 'node:events'
 import type { X509Certificate } from 'node:crypto'
-import type { Multiplexer } from '../mux/multiplexer.js'
-import type { ChannelSocket } from '../mux/channel-socket.js'
-import type { DatagramChannel } from '../mux/datagram-channel.js'
-import type { WebRtcPeer } from '../transport/webrtc.js'
+import type { Multiplexer } from '../mux/native/multiplexer.js'
+import type { ChannelSocket } from '../mux/native/channel-socket.js'
+import type { DatagramChannel } from '../mux/native/datagram-channel.js'
+import type { WebRtcPeer } from '../transport/webrtc/webrtc.js'
 
 export interface ConnectionInfo {
   /** Connection id: the request id of the DHT exchange that created it (decimal). */

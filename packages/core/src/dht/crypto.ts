@@ -21,7 +21,7 @@ import {
   type CipherGCMTypes,
   type KeyObject,
 } from 'node:crypto'
-import { DhtnetError } from '../errors.js'
+import { DhtnetError, type ErrorCode } from '../errors.js'
 import type { Identity } from '../identity/types.js'
 import {
   type DhtValue,
@@ -71,7 +71,7 @@ export function certificateLocations(spkiDer: Uint8Array): { keyIdKey: Buffer; l
   return { keyIdKey: keyId(spkiDer), longIdKey: sha1(longKeyId(spkiDer)) }
 }
 
-function cryptoError(code: string, message: string, cause?: unknown): DhtnetError {
+function cryptoError(code: ErrorCode, message: string, cause?: unknown): DhtnetError {
   return new DhtnetError(code, message, cause === undefined ? {} : { cause })
 }
 

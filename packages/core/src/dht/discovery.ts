@@ -9,6 +9,7 @@ import { Unpackr } from 'msgpackr'
 import { MsgWriter } from './msgpack-writer.js'
 import { isHash } from './infohash.js'
 import { checkMsgpack } from './msgpack-check.js'
+import type { Logger } from '../util/log.js'
 
 export const DISCOVERY_PORT = 8888
 export const DISCOVERY_GROUP4 = '239.192.0.1'
@@ -26,7 +27,7 @@ export interface DiscoveryOptions {
   interface4?: string
   interface6?: string
   onPeer(id: Buffer, host: string, port: number, family: 4 | 6): void
-  log?: (msg: string) => void
+  log?: Logger
 }
 
 const unpackr = new Unpackr({ int64AsType: 'bigint', mapsAsObjects: true, useRecords: false } as ConstructorParameters<typeof Unpackr>[0])
@@ -78,7 +79,7 @@ export class PeerDiscovery {
 
   private async open(family: 4 | 6): Promise<void> {
     const sock = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true })
-    sock.on('error', (err) => this.o.log?.(`discovery socket (IPv${family}) error: ${err.message}`))
+    sock.on('error', (err) => this.o.log?.('warn', `discovery socket (IPv${family}) error: ${err.message}`))
     try {
       await new Promise<void>((resolve, reject) => {
         sock.once('error', reject)
@@ -96,7 +97,7 @@ export class PeerDiscovery {
       sock.on('message', (buf, rinfo) => this.onMessage(buf, rinfo.address, family))
       this.socks.push({ sock, family })
     } catch (err) {
-      this.o.log?.(`LAN discovery unavailable over IPv${family}: ${(err as Error).message}`)
+      this.o.log?.('warn', `LAN discovery unavailable over IPv${family}: ${(err as Error).message}`)
       try { sock.close() } catch { /* already closed */ }
     }
   }
@@ -118,7 +119,7 @@ export class PeerDiscovery {
       if (s.family !== family) continue
       const group = family === 4 ? DISCOVERY_GROUP4 : DISCOVERY_GROUP6
       s.sock.send(buf, this.o.port ?? DISCOVERY_PORT, group, (err) => {
-        if (err) this.o.log?.(`discovery send (IPv${family}) failed: ${err.message}`)
+        if (err) this.o.log?.('warn', `discovery send (IPv${family}) failed: ${err.message}`)
       })
     }
   }

@@ -11,6 +11,7 @@ import dns from 'node:dns'
 import { isIP } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { DhtnetError, throwIfAborted } from '../errors.js'
+import { toLogger, type Logger, type LoggerLike } from '../util/log.js'
 import { infoHash, randomHash, hashFromHex, xorCmp } from './infohash.js'
 import {
   decodeMessage, WireEncoder, packNodes, unpackNodes, ipToBytes, isMartian, isLoopback,
@@ -44,11 +45,6 @@ function sameHash(a: Uint8Array, b: Uint8Array): boolean {
   return true
 }
 
-export interface DhtLogger {
-  debug?(msg: string): void
-  info?(msg: string): void
-  warn?(msg: string): void
-}
 
 export interface DhtNodeOptions {
   /** UDP port for both families; 0 = ephemeral (default) */
@@ -78,7 +74,7 @@ export interface DhtNodeOptions {
   storageLimits?: StorageLimits
   /** user agent `v` (default "RNG1", as OpenDHT 2.4) */
   userAgent?: string
-  logger?: DhtLogger
+  logger?: LoggerLike
   /** value lifetime per type (default: OpenDHT's built-in types; for tests and private networks) */
   valueExpirationMs?: (type: number) => number
   /** request attempts and first retry wait (defaults 3 and 500 ms, as OpenDHT) */
@@ -229,7 +225,7 @@ export class DhtNode extends EventEmitter {
   private stopped = false
   private wasConnected = false
   private readonly counters = { datagramsIn: 0, requestsIn: 0, requestsOut: 0, repliesIn: 0, malformed: 0 }
-  private readonly log: DhtLogger
+  private readonly log: Logger
   private readonly network: number
   private publicAddress: { 4?: string; 6?: string } = {}
   private readonly expirationOf: (type: number) => number
@@ -249,7 +245,7 @@ export class DhtNode extends EventEmitter {
     if (opts.identityId !== undefined && !/^[0-9a-fA-F]{40}$/.test(opts.identityId)) {
       throw new DhtnetError('BAD_OPTION', `identityId must be a 40-hex key id, got '${opts.identityId}'`)
     }
-    this.log = opts.logger ?? {}
+    this.log = toLogger(opts.logger)
     this.id = opts.identityId ? infoHash(`node:${opts.identityId.toLowerCase()}`) : randomHash()
     this.encoder = this.makeEncoder()
     this.tables = { 4: new RoutingTable(this.id, 4), 6: new RoutingTable(this.id, 6) }
@@ -351,7 +347,7 @@ export class DhtNode extends EventEmitter {
         hint: 'choose another port (-p), or check the bind addresses',
       })
     }
-    for (const e of errors) this.log.warn?.(`DHT: ${e} (continuing with the other family)`)
+    for (const e of errors) this.log('warn', `DHT: ${e} (continuing with the other family)`)
     this.tick = setInterval(() => this.onTick(), 1000)
     // rejoin from the cache: one ping each, replies fill the routing table
     for (const n of saved) {
@@ -370,15 +366,15 @@ export class DhtNode extends EventEmitter {
         ...(this.opts.discoveryInterface6 !== undefined ? { interface6: this.opts.discoveryInterface6 } : {}),
         onPeer: (id, host, p, fam) => {
           if (this.tables[fam].get(id)) return
-          this.log.debug?.(`DHT: discovered ${id.toString('hex')} at ${host}:${p}`)
+          this.log('debug', `DHT: discovered ${id.toString('hex')} at ${host}:${p}`)
           this.pingNode(host, p, fam).catch(() => {})
         },
-        log: (m) => this.log.warn?.(`DHT: ${m}`),
+        log: (level, m) => this.log(level, `DHT: ${m}`),
       })
       await this.discovery.start()
     }
     for (const b of this.opts.bootstrap ?? []) {
-      this.bootstrap(b).catch((err) => this.log.warn?.(`DHT: bootstrap ${b}: ${(err as Error).message}`))
+      this.bootstrap(b).catch((err) => this.log('warn', `DHT: bootstrap ${b}: ${(err as Error).message}`))
     }
   }
 
@@ -401,7 +397,7 @@ export class DhtNode extends EventEmitter {
       sock.bind(port, address, () => {
         bound = true
         sock.off('error', onError)
-        sock.on('error', (err) => this.log.warn?.(`DHT: IPv${family} socket error: ${err.message}`))
+        sock.on('error', (err) => this.log('warn', `DHT: IPv${family} socket error: ${err.message}`))
         sock.on('message', (buf, rinfo) => this.onDatagram(buf, rinfo.address, rinfo.port, family))
         try {
           sock.setRecvBufferSize(1 << 20)
@@ -424,7 +420,7 @@ export class DhtNode extends EventEmitter {
     this.sockets.clear()
     this.reassembler.clear()
     if (this.opts.persistPath) {
-      await this.persist().catch((err) => this.log.warn?.(`DHT: ${(err as Error).message}`))
+      await this.persist().catch((err) => this.log('warn', `DHT: ${(err as Error).message}`))
     }
     await this.discovery?.stop()
     await Promise.all([this.sock4, this.sock6].map((s) => s && new Promise<void>((resolve) => {
@@ -453,15 +449,15 @@ export class DhtNode extends EventEmitter {
     const s = this.sockFor(family)
     if (!s || this.stopped) return
     try {
-      // the completion callback costs a closure and a tick per datagram: only pay for it when it has a log to write
-      // (an IP literal needs no lookup, so no failure can reach the socket's 'error' event instead)
-      if (this.log.debug || !isIP(host)) {
+      // the completion callback costs a closure and a tick per datagram: only a host name needs it (a failed lookup
+      // is only reported there); a send error to an IP literal reaches the socket's 'error' handler
+      if (!isIP(host)) {
         s.send(buf, port, host, (err) => {
-          if (err) this.log.debug?.(`DHT: send to ${host}:${port} failed: ${err.message}`)
+          if (err) this.log('debug', `DHT: send to ${host}:${port} failed: ${err.message}`)
         })
       } else s.send(buf, port, host)
     } catch (err) {
-      this.log.debug?.(`DHT: send to ${host}:${port} failed: ${(err as Error).message}`)
+      this.log('debug', `DHT: send to ${host}:${port} failed: ${(err as Error).message}`)
     }
   }
 
@@ -501,7 +497,7 @@ export class DhtNode extends EventEmitter {
     } catch (err) {
       // never let one datagram hurt the node
       this.counters.malformed++
-      this.log.debug?.(`DHT: error handling a datagram from ${host}:${port}: ${(err as Error).message}`)
+      this.log('debug', `DHT: error handling a datagram from ${host}:${port}: ${(err as Error).message}`)
     }
   }
 
@@ -744,7 +740,7 @@ export class DhtNode extends EventEmitter {
   private storeValue(key: Buffer, v: DhtValue, created: number, source?: string, permanent = false): boolean {
     const out = this.storage.store(key, v, created, Date.now(), source, permanent)
     if (!out.stored) {
-      this.log.debug?.(`DHT: refused value ${v.id.toString(16)} at ${key.toString('hex')}: ${out.reason}`)
+      this.log('debug', `DHT: refused value ${v.id.toString(16)} at ${key.toString('hex')}: ${out.reason}`)
       return false
     }
     for (const ev of out.evicted) this.valuesGone(Buffer.from(ev.key, 'hex'), [ev.entry])
@@ -798,11 +794,11 @@ export class DhtNode extends EventEmitter {
         if (this.nextMaintenance - 60_000 > 0 && this.tables[4].size + this.tables[6].size > 0) this.maintenance(now)
       }
       if (this.opts.persistPath && now >= this.nextPersist) {
-        if (this.nextPersist !== 0) this.persist().catch((err) => this.log.warn?.(`DHT: ${(err as Error).message}`))
+        if (this.nextPersist !== 0) this.persist().catch((err) => this.log('warn', `DHT: ${(err as Error).message}`))
         this.nextPersist = now + 10 * 60_000
       }
     } catch (err) {
-      this.log.warn?.(`DHT: maintenance error: ${(err as Error).message}`)
+      this.log('warn', `DHT: maintenance error: ${(err as Error).message}`)
     }
   }
 
@@ -960,7 +956,7 @@ export class DhtNode extends EventEmitter {
         fresh.push(v)
       }
       if (fresh.length && opts.onValues) {
-        try { opts.onValues(fresh) } catch (err) { this.log.warn?.(`DHT: get callback threw: ${(err as Error).message}`) }
+        try { opts.onValues(fresh) } catch (err) { this.log('warn', `DHT: get callback threw: ${(err as Error).message}`) }
       }
     }
     accept(this.storage.get(k).map((e) => e.value))
@@ -1134,7 +1130,7 @@ export class DhtNode extends EventEmitter {
     try {
       l.cb(vals, expired)
     } catch (err) {
-      this.log.warn?.(`DHT: listen callback threw: ${(err as Error).message}`)
+      this.log('warn', `DHT: listen callback threw: ${(err as Error).message}`)
     }
   }
 

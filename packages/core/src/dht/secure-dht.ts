@@ -28,6 +28,7 @@ import {
   verifyValueSignature,
 } from './crypto.js'
 import { type DhtValue, ValueType, isEncryptedValue, isSignedValue, randomValueId } from './value.js'
+import type { Logger, LogLevel } from '../util/log.js'
 
 /** What SecureDht needs from the DHT engine (DhtNode implements it). Keys are 20-byte hashes. */
 export interface SecureDhtEngine {
@@ -60,7 +61,7 @@ export interface SecureDhtOptions {
   localCertificateLookup?: (id: string) => readonly X509Certificate[] | null | undefined
   /** Bounded cache sizes (certificates/keys, decrypted values). */
   cacheSize?: number
-  log?: (level: 'debug' | 'info' | 'warn' | 'error', message: string) => void
+  log?: Logger
 }
 
 /** A 20-byte key from a DhtKey. */
@@ -398,7 +399,7 @@ export class SecureDht {
     return signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal
   }
 
-  private log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void {
+  private log(level: LogLevel, message: string): void {
     this.options.log?.(level, message)
   }
 }

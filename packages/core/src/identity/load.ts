@@ -1,6 +1,6 @@
 import { open, stat, type FileHandle } from 'node:fs/promises'
 import { KeyObject, X509Certificate } from 'node:crypto'
-import { DhtnetError, isDhtnetError } from '../errors.js'
+import { DhtnetError, type ErrorCode, isDhtnetError } from '../errors.js'
 import { requireRsa } from './certificate.js'
 import { chainLinkProblem, commonName, isSelfSigned, notAfter, notBefore, validityProblem } from './chain.js'
 import { makeIdentity } from './identity.js'
@@ -123,7 +123,7 @@ export const MAX_PEM_FILE_BYTES = 1024 * 1024
  * Reads a small PEM file: a regular file of at most 1 MiB. A missing file gives `missingCode`, a folder,
  * device or oversized file NOT_PEM, other failures IDENTITY_FILE_UNREADABLE. Never blocks on a FIFO.
  */
-export async function readPemFile(path: string, what: string, options: { missingCode?: string; missingHint?: string } = {}): Promise<Buffer> {
+export async function readPemFile(path: string, what: string, options: { missingCode?: ErrorCode; missingHint?: string } = {}): Promise<Buffer> {
   const missingCode = options.missingCode ?? 'IDENTITY_FILE_MISSING'
   const missingHint = options.missingHint ?? GENERATE_HINT
   let fh: FileHandle | undefined

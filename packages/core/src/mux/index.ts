@@ -1,4 +1,4 @@
-export { Multiplexer } from './multiplexer.js'
+export { Multiplexer } from './native/multiplexer.js'
 export type {
   MultiplexerOptions,
   OpenChannelOptions,
@@ -7,7 +7,9 @@ export type {
   ChannelRequestDecision,
   MultiplexerStats,
   MuxLogger,
-} from './multiplexer.js'
-export { ChannelSocket } from './channel-socket.js'
-export { DatagramChannel } from './datagram-channel.js'
-export { MAX_CHANNEL_NAME_BYTES, MUX_PROTOCOL_VERSION } from './frames.js'
+} from './native/multiplexer.js'
+export { ChannelSocket } from './native/channel-socket.js'
+export { DatagramChannel } from './native/datagram-channel.js'
+export { MAX_CHANNEL_NAME_BYTES, MUX_PROTOCOL_VERSION } from './native/frames.js'
+export type { Mux, MuxProtocol, MuxCapabilities, StreamChannel } from './mux.js'
+export { isStreamChannel } from './mux.js'

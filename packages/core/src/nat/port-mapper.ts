@@ -17,7 +17,7 @@ import { createSocket } from 'node:dgram'
 import { readFileSync } from 'node:fs'
 import type { Gateway } from '@achingbrain/nat-port-mapper'
 import { DhtnetError, isDhtnetError, throwIfAborted } from '../errors.js'
-import type { LogFunction } from '../transport/types.js'
+import type { Logger } from '../util/log.js'
 import { natPmpExternalAddress, natPmpMapUdp } from './natpmp.js'
 
 export interface PortMapping {
@@ -48,7 +48,7 @@ export interface PortMapperOptions {
   retryDiscoveryMs?: number
   /** Description of UPnP mappings (default "DHTNET"). */
   label?: string
-  log?: LogFunction
+  log?: Logger
 }
 
 type Backend =
@@ -107,7 +107,7 @@ function anySignal(signals: Array<AbortSignal | undefined>): AbortSignal {
 
 export class PortMapper {
   private readonly options: PortMapperOptions
-  private readonly log: LogFunction
+  private readonly log: Logger
   private readonly held = new Map<number, Held>()
   private readonly closing = new AbortController()
   /** Removals in flight (close() waits for them). */

@@ -13,10 +13,10 @@ import { ensureIdentity } from '../config/ensure-identity.js'
 import { DhtNode } from '../dht/node.js'
 import { SecureDht } from '../dht/secure-dht.js'
 import { ConnectionManager, type ConnectionManagerOptions } from '../connection/connection-manager.js'
-import type { IceServerSpec } from '../transport/ice-servers.js'
-import { preloadNative } from '../transport/native.js'
+import type { IceServerSpec } from '../transport/webrtc/ice-servers.js'
+import { preloadNative } from '../transport/webrtc/native.js'
 import { PortMapper, type PortMapperOptions } from '../nat/port-mapper.js'
-import type { LogFunction } from '../transport/types.js'
+import type { Logger } from '../util/log.js'
 
 export interface TurnServerOptions {
   readonly host: string
@@ -78,7 +78,7 @@ export interface ToolRuntimeOptions {
    * loopback address, nor in test runs (DHTNET_FORBID_PUBLIC_BOOTSTRAP=1: the gateway is outside the test).
    */
   readonly upnp?: boolean | PortMapperOptions
-  readonly log?: LogFunction
+  readonly log?: Logger
   /** Where to say that a default identity was created, and where (default: `log` at info level). */
   readonly identityLog?: (line: string) => void
   readonly signal?: AbortSignal
@@ -145,7 +145,7 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
   if (process.env.DHTNET_FORBID_PUBLIC_BOOTSTRAP === '1' && options.bootstrap.some((b) => PUBLIC_BOOTSTRAP_NODES.includes(b))) {
     throw new DhtnetError('PUBLIC_BOOTSTRAP_FORBIDDEN', 'this run may not contact the public OpenDHT network (DHTNET_FORBID_PUBLIC_BOOTSTRAP=1)', { hint: 'give a local bootstrap with -b host:port' })
   }
-  const log: LogFunction = options.log ?? (() => {})
+  const log: Logger = options.log ?? (() => {})
   const loaded = options.identity ?? (await loadToolIdentity(options))
   const identity = loaded.identity
 
@@ -243,7 +243,7 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
 }
 
 /** The port mapper the options ask for, or undefined (off, loopback-bound, or a test run). */
-function makePortMapper(options: ToolRuntimeOptions, log: LogFunction): PortMapper | undefined {
+function makePortMapper(options: ToolRuntimeOptions, log: Logger): PortMapper | undefined {
   if (!options.upnp) return undefined
   const bind = options.bindAddress
   if (bind !== undefined && (/^127\./.test(bind) || bind === '::1' || bind === 'localhost')) {

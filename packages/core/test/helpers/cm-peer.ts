@@ -16,7 +16,7 @@ import { identityFromPem } from '../../src/identity/load.js'
 import { parseCertificateChain } from '../../src/identity/pem.js'
 import { TrustStore } from '../../src/identity/truststore.js'
 import { ConnectionManager } from '../../src/connection/connection-manager.js'
-import type { ChannelSocket } from '../../src/mux/channel-socket.js'
+import type { ChannelSocket } from '../../src/mux/native/channel-socket.js'
 
 const env = process.env
 const out = (msg: Record<string, unknown>) => process.stdout.write(JSON.stringify(msg) + '\n')

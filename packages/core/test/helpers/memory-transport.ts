@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { EventEmitter } from 'node:events'
 import { DhtnetError } from '../../src/errors.js'
-import type { MessageTransport } from '../../src/transport/types.js'
+import type { MessageTransport } from '../../src/transport/transport.js'
 import { Multiplexer, type MultiplexerOptions } from '../../src/mux/index.js'
 import type { Readable } from 'node:stream'
 

@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { isDhtnetError } from '../../../src/errors.js'
 import { startToolRuntime, type ToolRuntime } from '../../../src/runtime/start.js'
-import type { ChannelSocket } from '../../../src/mux/channel-socket.js'
+import type { ChannelSocket } from '../../../src/mux/native/channel-socket.js'
 import type { DeviceConfig } from './procs.js'
 
 /** What startDevice (procs.ts) sends, plus the bootstrap address it adds. */

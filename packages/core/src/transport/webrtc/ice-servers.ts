@@ -4,7 +4,7 @@
  * refused here with an explanation instead of being silently skipped by the library.
  */
 import type { IceServer } from 'node-datachannel'
-import { DhtnetError } from '../errors.js'
+import { DhtnetError } from '../../errors.js'
 
 /** 'stun:host[:port]', 'turn:user:pass@host[:port][?transport=udp]', or the parts of a TURN server. */
 export type IceServerSpec = string | { url: string; username?: string; password?: string }

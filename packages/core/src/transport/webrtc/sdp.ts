@@ -3,7 +3,7 @@
  * travels inside a value signed by the device key), a sanity check of what a peer sent, and recognising a C++
  * DHTNet peer's ICE message (which this implementation cannot speak).
  */
-import { DhtnetError } from '../errors.js'
+import { DhtnetError } from '../../errors.js'
 
 /** Longest SDP we accept from a peer (ours are ~600 bytes; many candidates stay far below this). */
 export const MAX_SDP_BYTES = 32 * 1024

@@ -18,12 +18,12 @@
  */
 import { EventEmitter } from 'node:events'
 import type { DataChannel, PeerConnection, SelectedCandidateInfo } from 'node-datachannel'
-import { DhtnetError, throwIfAborted } from '../errors.js'
+import { DhtnetError, throwIfAborted } from '../../errors.js'
 import { DataChannelTransport } from './datachannel-transport.js'
 import { type IceServerSpec, parseIceServers } from './ice-servers.js'
 import { acquireNative, nativeModule } from './native.js'
 import { checkRemoteSdp, normalizeFingerprint, sdpCandidates } from './sdp.js'
-import { type LogFunction, type Logger, toLogFunction } from './types.js'
+import { type Logger, type LoggerLike, toLogger } from '../../util/log.js'
 
 export type WebRtcRole = 'offerer' | 'answerer'
 
@@ -43,7 +43,7 @@ export interface WebRtcPeerOptions {
   highWaterMark?: number
   /** 'drain' fires on the reliable channel when the buffered bytes fall below this. Default 256 KiB. */
   lowWaterMark?: number
-  logger?: Logger
+  logger?: LoggerLike
   /** Name in logs. */
   name?: string
   /** Answerer: start own connectivity checks at the latest this long after the answer was created (default 1 s). */
@@ -89,7 +89,7 @@ export class WebRtcPeer extends EventEmitter {
   private dcReliable?: DataChannel
   private dcDatagram?: DataChannel
   private readonly options: WebRtcPeerOptions
-  private readonly log: LogFunction
+  private readonly log: Logger
   private readonly release: () => void
   private _state: WebRtcState = 'new'
   private closeError: Error | undefined
@@ -107,7 +107,7 @@ export class WebRtcPeer extends EventEmitter {
     this.options = options
     this.role = options.role
     this.name = options.name ?? `pc${++counter}-${options.role}`
-    this.log = toLogFunction(options.logger)
+    this.log = toLogger(options.logger)
     const iceServers = parseIceServers(options.iceServers)
     let ndc: ReturnType<typeof nativeModule>
     try {

@@ -1,9 +1,11 @@
 import { EventEmitter } from 'node:events'
-import { DhtnetError } from '../errors.js'
-import { toLogFunction, type LogFunction, type Logger, type MessageTransport } from '../transport/types.js'
+import { DhtnetError } from '../../errors.js'
+import type { MessageTransport } from '../../transport/transport.js'
+import type { ChannelInfo, ChannelRequestDecision, Mux, MuxCapabilities, OpenChannelOptions } from '../mux.js'
+import { toLogger, type Logger, type LoggerLike } from '../../util/log.js'
 import { ChannelSocket, type StreamChannelHost } from './channel-socket.js'
 import { DatagramChannel, type DatagramChannelHost } from './datagram-channel.js'
-import { Fifo } from './fifo.js'
+import { Fifo } from '../../util/fifo.js'
 import {
   FRAME_HEADER_BYTES,
   FrameType,
@@ -20,11 +22,10 @@ import {
 } from './frames.js'
 
 export type { ChannelKind } from './frames.js'
-
-export type ChannelRequestDecision = boolean | { accept: false; reason: string }
+export type { ChannelRequestDecision, OpenChannelOptions, ChannelInfo } from '../mux.js'
 
 /** The library's logger shape (transport/types.ts): a (level, message) function or an object with one method per level. */
-export type MuxLogger = Logger
+export type MuxLogger = LoggerLike
 
 export interface MultiplexerOptions {
   /** Ordered, reliable transport: carries every stream channel and all control frames. */
@@ -51,23 +52,7 @@ export interface MultiplexerOptions {
   maxChannels?: number
   /** Default timeout of openChannel/openDatagramChannel (default 30000 ms). */
   openTimeoutMs?: number
-  logger?: Logger
-}
-
-export interface OpenChannelOptions {
-  signal?: AbortSignal
-  /** Default: the multiplexer's openTimeoutMs (30 s). */
-  timeoutMs?: number
-}
-
-export interface ChannelInfo {
-  id: number
-  name: string
-  kind: ChannelKind
-  initiator: boolean
-  bytesIn: number
-  bytesOut: number
-  createdAt: number
+  logger?: LoggerLike
 }
 
 export interface MultiplexerStats {
@@ -133,12 +118,14 @@ function protocolError(message: string): DhtnetError {
  * Events: 'channel' (ChannelSocket) and 'datagram-channel' (DatagramChannel) for accepted incoming channels;
  * 'close' (err?: Error) once.
  */
-export class Multiplexer extends EventEmitter {
+export class Multiplexer extends EventEmitter implements Mux {
+  readonly protocol = 'native'
+  readonly capabilities: MuxCapabilities = { halfClose: true, resetReasons: true, perChannelFlowControl: true, datagrams: true }
   readonly initiator: boolean
   private readonly reliable: MessageTransport
   private readonly datagram: MessageTransport | undefined
   private readonly onChannelRequest: MultiplexerOptions['onChannelRequest']
-  private readonly log: LogFunction
+  private readonly log: Logger
   private drainPollWarned = false
 
   private readonly keepaliveIntervalMs: number
@@ -185,7 +172,7 @@ export class Multiplexer extends EventEmitter {
     this.datagram = options.datagram
     this.initiator = options.initiator
     this.onChannelRequest = options.onChannelRequest
-    this.log = toLogFunction(options.logger)
+    this.log = toLogger(options.logger)
     this.keepaliveIntervalMs = options.keepaliveIntervalMs ?? 5000
     this.deadPeerTimeoutMs = options.deadPeerTimeoutMs ?? 20000
     this.channelWindow = Math.min(options.channelWindowBytes ?? 1024 * KiB, 0xffffffff)

@@ -8,8 +8,8 @@
  */
 import { EventEmitter } from 'node:events'
 import type { DataChannel } from 'node-datachannel'
-import { DhtnetError } from '../errors.js'
-import type { MessageTransport } from './types.js'
+import { DhtnetError } from '../../errors.js'
+import type { MessageTransport } from '../transport.js'
 
 export interface DataChannelTransportOptions {
   reliable: boolean

@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream'
-import { DhtnetError } from '../errors.js'
-import { Fifo } from './fifo.js'
+import { DhtnetError } from '../../errors.js'
+import { Fifo } from '../../util/fifo.js'
 import { FrameType, encodeFrame, encodeReason, encodeWindow } from './frames.js'
 
 /** What a channel needs from its multiplexer. Internal. */

@@ -10,7 +10,7 @@
  *    re-initialises the library (and the logger) transparently.
  */
 import { createRequire } from 'node:module'
-import type { LogFunction, LogLevel } from './types.js'
+import type { Logger, LogLevel } from '../../util/log.js'
 
 type NativeModule = typeof import('node-datachannel')
 
@@ -50,7 +50,7 @@ const NATIVE_LEVELS: readonly NativeLevel[] = ['Verbose', 'Debug', 'Info', 'Warn
 const HARMLESS = [/SCTP reset stream .* failed/i, /Unexpected local description/i, /ICE role conflict/i]
 
 const live = new Set<object>()
-const sinks = new Map<LogFunction, number>()
+const sinks = new Map<Logger, number>()
 let loggerInstalled = false
 let cleanupTimer: NodeJS.Timeout | undefined
 
@@ -73,7 +73,7 @@ function route(level: string, message: string): void {
 }
 
 /** Register a live peer connection owner; returns the function that unregisters it (idempotent). */
-export function acquireNative(owner: object, log: LogFunction): () => void {
+export function acquireNative(owner: object, log: Logger): () => void {
   if (cleanupTimer) {
     clearTimeout(cleanupTimer)
     cleanupTimer = undefined

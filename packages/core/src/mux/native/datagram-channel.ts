@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { DhtnetError } from '../errors.js'
+import { DhtnetError } from '../../errors.js'
 
 /** What a datagram channel needs from its multiplexer. Internal. */
 export interface DatagramChannelHost {
