@@ -6,7 +6,7 @@ import { SCENARIOS, stunFrames } from './helpers/dhtnet-captures.js'
 import { heapUsedAfterGc, mutateBytes, randomBuffer, rng } from './helpers/fuzz.js'
 
 test('fuzz: 200,000 random and mutated STUN messages; only STUN_ERROR escapes; heap bounded', () => {
-  const seeds = SCENARIOS.flatMap((s) => stunFrames(s).map(({ frame }) => Buffer.from(frame.hex, 'hex')))
+  const seeds: Buffer[] = SCENARIOS.flatMap((s) => stunFrames(s).map(({ frame }) => Buffer.from(frame.hex, 'hex')))
   seeds.push(new StunMessageBuilder(BINDING_REQUEST).addText(StunAttr.USERNAME, 'a:b').addXorAddress(StunAttr.XOR_MAPPED_ADDRESS, { address: '2001:db8::1', port: 1 }).addErrorCode(487, 'x').addUnknownAttributes([1, 2]).build({ integrityKey: shortTermKey('k') }))
   const next = rng(0x5eed)
   const key = shortTermKey('4d374fab49773be411e784e6')
