@@ -1,0 +1,80 @@
+// In-memory byte streams for multiplexer tests: a scripted stream (feed bytes in, collect what is written) and a
+// connected Duplex pair with real backpressure.
+import { Duplex } from 'node:stream'
+
+/** A Duplex whose readable side the test feeds and whose written bytes the test collects. */
+export class ScriptedStream extends Duplex {
+  readonly writes: Buffer[] = []
+  writeCount = 0
+
+  constructor() {
+    super({ allowHalfOpen: true })
+  }
+
+  /** Deliver bytes to whoever reads this stream (the multiplexer under test). */
+  feed(chunk: Buffer): void {
+    this.push(chunk)
+  }
+
+  /** The peer ends its side. */
+  feedEnd(): void {
+    this.push(null)
+  }
+
+  written(): Buffer {
+    return Buffer.concat(this.writes)
+  }
+
+  override _read(): void {}
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.writes.push(Buffer.from(chunk))
+    this.writeCount++
+    cb()
+  }
+}
+
+/**
+ * Two connected Duplex ends. Bytes written to one are read from the other, asynchronously; a write callback fires
+ * once the bytes were delivered to the peer's readable buffer and that buffer is below its high-water mark, so a
+ * reader that stops reading stops the writer (like a socket whose window closed).
+ */
+export function createDuplexPair(highWaterMark = 64 * 1024): [Duplex, Duplex] {
+  class End extends Duplex {
+    peer!: End
+    private pendingCb: (() => void) | undefined
+    constructor() {
+      super({ allowHalfOpen: false, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark })
+    }
+    override _read(): void {
+      const cb = this.peer.pendingCb
+      this.peer.pendingCb = undefined
+      cb?.()
+    }
+    override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+      setImmediate(() => {
+        if (this.peer.destroyed) return cb()
+        if (this.peer.push(Buffer.from(chunk))) cb()
+        else this.pendingCb = () => cb()
+      })
+    }
+    override _final(cb: (err?: Error | null) => void): void {
+      setImmediate(() => {
+        this.peer.push(null)
+        cb()
+      })
+    }
+    override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+      const pending = this.pendingCb
+      this.pendingCb = undefined
+      pending?.()
+      if (!this.peer.destroyed) setImmediate(() => this.peer.destroy())
+      cb(err)
+    }
+  }
+  const a = new End()
+  const b = new End()
+  a.peer = b
+  b.peer = a
+  return [a, b]
+}
