@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "dhtnet_tun",
+      "sources": ["src/native/tun.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2", "-fvisibility=hidden"],
+      "cflags!": ["-fno-exceptions"]
+    }
+  ]
+}
