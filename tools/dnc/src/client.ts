@@ -5,11 +5,10 @@
  */
 import type { Duplex } from 'node:stream'
 import { performance } from 'node:perf_hooks'
-import { RunError } from './errors.js'
+import type { ToolNode } from '@dhtnet/core'
+import { RunError, type Log } from '@dhtnet/cli-kit'
 import { forward } from './forward.js'
-import type { Log } from './log.js'
 import type { ClientOptions } from './options/resolve.js'
-import type { DncNode } from './peer.js'
 import { serviceChannelName } from './services.js'
 
 export interface ClientIo {
@@ -17,46 +16,20 @@ export interface ClientIo {
   readonly stdout: NodeJS.WritableStream & import('node:stream').Writable
 }
 
-/** Error codes of transport failures worth another attempt within the timeout. */
-const TRANSIENT = new Set(['ICE_FAILED', 'BAD_SDP', 'WEBRTC_ERROR', 'CONNECTION_CLOSED', 'PEER_UNREACHABLE', 'TRANSPORT_CLOSED'])
-
-/** Open the service channel within the timeout, or fail with the step that failed. */
-export async function openServiceChannel(node: DncNode, options: ClientOptions, log: Log, signal?: AbortSignal): Promise<Duplex> {
+/**
+ * Open the service channel, or fail with the step that failed. One deadline: what is left of the node's --timeout
+ * (or `timeoutMs` for a later channel, as -L opens them); the connection manager does the one retry there is.
+ */
+export async function openServiceChannel(node: ToolNode, options: ClientOptions, log: Log, signal?: AbortSignal, timeoutMs?: number): Promise<Duplex> {
   const name = serviceChannelName(options.host, options.port)
   log.debug(`requesting ${name} from ${options.peer.hex}`)
   const started = performance.now()
-  // a guard in case the library overran its own deadline: dnc never waits longer than asked (plus a grace second)
-  let guard: NodeJS.Timeout | undefined
-  const overrun = new Promise<never>((_, reject) => {
-    guard = setTimeout(
-      () => reject(new RunError(`timeout: no connection to ${options.peer.hex} after ${options.timeoutMs / 1000} s`, { hint: 'is the peer running dnc -l, and do both sides use the same bootstrap (-b)?' })),
-      options.timeoutMs + 1000,
-    )
-    guard.unref()
-  })
-  try {
-    // a failure of the transport itself (ICE, DTLS, a connection dying while the channel opens) may be transient:
-    // retried while time remains, at most twice; refusals and lookups that found nothing are final
-    for (let attempt = 1; ; attempt++) {
-      try {
-        // the library enforces the deadline and says which step it was in; `signal` is the user's Ctrl-C
-        const timeoutMs = Math.max(1, options.timeoutMs - (performance.now() - started))
-        const channel = await Promise.race([node.connect(options.peer.hex, name, { timeoutMs, ...(signal ? { signal } : {}) }), overrun])
-        log.debug(`channel ${name} open after ${Math.round(performance.now() - started)} ms`)
-        return channel
-      } catch (err) {
-        const code = (err as { code?: string }).code ?? ''
-        const left = options.timeoutMs - (performance.now() - started)
-        if (attempt >= 3 || !TRANSIENT.has(code) || left < 500 || signal?.aborted) throw err
-        log.debug(`attempt ${attempt} failed (${(err as Error).message}); retrying`)
-      }
-    }
-  } finally {
-    clearTimeout(guard)
-  }
+  const channel = await node.connect(options.peer.hex, name, { ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(signal ? { signal } : {}) })
+  log.debug(`channel ${name} open after ${Math.round(performance.now() - started)} ms`)
+  return channel
 }
 
-export async function runClient(node: DncNode, options: ClientOptions, log: Log, io: ClientIo, signal?: AbortSignal): Promise<number> {
+export async function runClient(node: ToolNode, options: ClientOptions, log: Log, io: ClientIo, signal?: AbortSignal): Promise<number> {
   const channel = await openServiceChannel(node, options, log, signal)
   // the reader of our stdout went away (`dnc ... | head`): like netcat, that is not a failure of dnc
   let outputClosed = false
@@ -108,7 +81,7 @@ function describeChannelFailure(err: Error): string {
  * connection to the peer (the connection manager shares it). A channel that cannot be opened resets that TCP
  * connection and is reported; the listener keeps running until SIGINT/SIGTERM (`signal`).
  */
-export async function runLocalForward(node: DncNode, options: ClientOptions, log: Log, signal: AbortSignal): Promise<number> {
+export async function runLocalForward(node: ToolNode, options: ClientOptions, log: Log, signal: AbortSignal): Promise<number> {
   const { createServer } = await import('node:net')
   const { forwardChannelToTcp } = await import('./forward.js')
   const bind = options.localForward!
@@ -122,7 +95,7 @@ export async function runLocalForward(node: DncNode, options: ClientOptions, log
     socket.on('error', () => {}) // reported through the forward below
     const from = `${socket.remoteAddress}:${socket.remotePort}`
     log.debug(`#${n} connection from ${from}: opening ${name}`)
-    openServiceChannel(node, options, log, signal).then(
+    openServiceChannel(node, options, log, signal, options.timeoutMs).then(
       (channel) => {
         socket.resume()
         forwardChannelToTcp(channel, socket, `local client ${from}`).then(

@@ -6,10 +6,10 @@
  */
 import { connect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import type { PeerInfo, ToolNode } from '@dhtnet/core'
+import { untilAborted, type Log } from '@dhtnet/cli-kit'
 import { forwardChannelToTcp } from './forward.js'
-import type { Log } from './log.js'
 import type { ServerOptions } from './options/resolve.js'
-import type { DncNode, PeerInfo } from './peer.js'
 import { ServicePolicy, type ServiceDecision } from './services.js'
 
 /** How long a TCP connect to a local service may take before the channel is reset. */
@@ -24,7 +24,7 @@ export function explainNoService(configPath: string | undefined): string {
   )
 }
 
-export async function runServer(node: DncNode, options: ServerOptions, log: Log, signal: AbortSignal, policy?: ServicePolicy): Promise<number> {
+export async function runServer(node: ToolNode, options: ServerOptions, log: Log, signal: AbortSignal, policy?: ServicePolicy): Promise<number> {
   const services = policy ?? new ServicePolicy({ services: options.services, allowAll: options.allowAllServices })
   if (services.allowsNothing) log.warn(explainNoService(options.configPath))
   else log.info(`authorized services: ${services.describe()}`)
@@ -35,7 +35,7 @@ export async function runServer(node: DncNode, options: ServerOptions, log: Log,
   const decisions = new Map<string, { decision: ServiceDecision; at: number }>()
 
   node.serve({
-    onChannelRequest: async (peer: PeerInfo, name: string) => {
+    decide: async (peer: PeerInfo, name: string) => {
       const decision = await services.decide(name)
       if (!decision.ok) {
         log.info(`refused ${truncate(name)} for ${peer.id}: ${decision.reason}`)
@@ -86,10 +86,7 @@ export async function runServer(node: DncNode, options: ServerOptions, log: Log,
   }
 
   log.debug('ready')
-  await new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve()
-    signal.addEventListener('abort', () => resolve(), { once: true })
-  })
+  await untilAborted(signal)
   log.info(`stopping: closing ${active.size} open channel${active.size === 1 ? '' : 's'}`)
   const peers = new Set<string>()
   for (const { channel, tcp, peer } of active) {

@@ -2,10 +2,13 @@
  * Which TCP services a `dnc -l` server lets peers reach (`authorized_services`).
  *
  * A channel is named `nc://<host>:<port>` (`nc://[::1]:22` for IPv6). A request is allowed when its port equals an
- * entry's port and its host is the entry's host: the same text (host names case-insensitively), the same address
- * (IPv6 compared in canonical form, IPv4-mapped IPv6 equal to IPv4), or an address both names resolve to.
+ * entry's port and its host is the entry's host: the same address (IPv6 compared in canonical form, IPv4-mapped
+ * IPv6 equal to IPv4), the same host name (case-insensitively), or an address the entry's host name resolves to.
+ * A name the peer sent is never resolved unless an authorized entry with that port names that very host (no DNS
+ * query on a peer's behalf otherwise: no exfiltration through DNS, no resolver load); only entries that are
+ * host names, and whose port matches, are resolved.
  * The server then connects to the exact address that was checked, so DNS cannot answer differently in between.
- * An empty list allows nothing, unless `allow_all_services` is set.
+ * An empty list allows nothing, unless `allow_all_services` is set (then any destination, names included).
  */
 import { lookup as dnsLookup } from 'node:dns/promises'
 import { isIP, SocketAddress } from 'node:net'
@@ -106,25 +109,39 @@ export class ServicePolicy {
     if (this.allowsNothing) {
       return { ok: false, reason: `${shown} is not authorized: this server authorizes no service (authorized_services is empty)` }
     }
-    let targetAddresses: string[]
-    try {
-      targetAddresses = await this.addressesOf(target.host)
-    } catch (err) {
-      return { ok: false, reason: `cannot resolve ${target.host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }
+    const cannotResolve = (host: string, err: unknown): ServiceDecision => ({
+      ok: false,
+      reason: `cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    })
+    if (this.allowAll) {
+      try {
+        return { ok: true, addresses: await this.addressesOf(target.host), port: target.port, host: target.host }
+      } catch (err) {
+        return cannotResolve(target.host, err)
+      }
     }
-    if (this.allowAll) return { ok: true, addresses: targetAddresses, port: target.port, host: target.host }
 
+    const targetAddress = canonicalAddress(target.host)
     for (const entry of this.services) {
       if (entry.port !== target.port) continue
-      const sameName = canonicalAddress(entry.ip) === undefined && entry.ip.toLowerCase() === target.host.toLowerCase()
+      const entryAddress = canonicalAddress(entry.ip)
+      if (entryAddress !== undefined) {
+        // an address entry: only that address, as the peer wrote it (a name it sent is not resolved for this)
+        if (targetAddress === entryAddress) return { ok: true, addresses: [entryAddress], port: target.port, host: target.host }
+        continue
+      }
+      // a host-name entry: the same name, or an address the entry's name resolves to
+      const sameName = targetAddress === undefined && entry.ip.toLowerCase() === target.host.toLowerCase()
+      if (targetAddress === undefined && !sameName) continue
       let entryAddresses: string[]
       try {
         entryAddresses = await this.addressesOf(entry.ip)
-      } catch {
+      } catch (err) {
+        if (sameName) return cannotResolve(target.host, err)
         continue // an entry whose name does not resolve allows nothing now
       }
-      const addresses = sameName ? entryAddresses : targetAddresses.filter((a) => entryAddresses.includes(a))
-      if (addresses.length > 0) return { ok: true, addresses, port: target.port, host: target.host }
+      if (sameName) return { ok: true, addresses: entryAddresses, port: target.port, host: target.host }
+      if (entryAddresses.includes(targetAddress!)) return { ok: true, addresses: [targetAddress!], port: target.port, host: target.host }
     }
     return { ok: false, reason: `${shown} is not in this server's authorized_services` }
   }

@@ -9,9 +9,9 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { existsSync, writeFileSync } from 'node:fs'
-import { Processes } from './helpers/processes.js'
+import { Processes } from '../../../packages/cli-kit/test/helpers/processes.js'
 import { DNC, assertBuilt, startBootstrap, startClient, startServer, tempDir, userEnv, type DncServer, removeTempDirs } from './helpers/dnc.js'
-import { closedPort, hashUntilEnd, sendPattern, tcpConnect, type SinkResult } from './helpers/tcp.js'
+import { closedPort, hashUntilEnd, sendPattern, tcpConnect, type SinkResult } from '../../../packages/cli-kit/test/helpers/tcp.js'
 
 const MiB = 1024 * 1024
 const BIG = 100 * MiB

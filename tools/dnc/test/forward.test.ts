@@ -8,8 +8,8 @@ import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { Multiplexer, type ChannelSocket } from '@dhtnet/core'
 import { forwardChannelToTcp } from '../src/forward.js'
 import { connectService } from '../src/server.js'
-import { memoryTransportPair } from './helpers/memory-transport.js'
-import { echoService, closedPort, hashUntilEnd, sendPattern, sinkService, tcpConnect } from './helpers/tcp.js'
+import { memoryTransportPair } from '../../../packages/cli-kit/test/helpers/memory-transport.js'
+import { echoService, closedPort, hashUntilEnd, sendPattern, sinkService, tcpConnect } from '../../../packages/cli-kit/test/helpers/tcp.js'
 
 const muxes: Multiplexer[] = []
 after(() => {

@@ -23,7 +23,10 @@ test('canonical addresses: IPv6 forms and IPv4-mapped are equal', () => {
   assert.equal(canonicalAddress('localhost'), undefined)
 })
 
+/** Every name the policy asked the resolver for. */
+const resolved: string[] = []
 const fakeDns = async (host: string): Promise<string[]> => {
+  resolved.push(host)
   const table: Record<string, string[]> = { localhost: ['127.0.0.1', '::1'], 'svc.test': ['127.0.0.2'], 'other.test': ['127.0.0.3'] }
   const found = table[host.toLowerCase()]
   if (!found) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' })
@@ -51,8 +54,6 @@ test('matching by address, IPv6 canonical form, and names resolved on both sides
     resolve: fakeDns,
   })
   assert.deepEqual(await p.decide('nc://127.0.0.1:22'), { ok: true, addresses: ['127.0.0.1'], port: 22, host: '127.0.0.1' })
-  // a name: only its addresses that the entry allows (localhost is also ::1, which is not allowed on port 22)
-  assert.deepEqual(await p.decide('nc://localhost:22'), { ok: true, addresses: ['127.0.0.1'], port: 22, host: 'localhost' })
   assert.deepEqual(await p.decide('nc://[::1]:2222'), { ok: true, addresses: ['::1'], port: 2222, host: '::1' })
   assert.deepEqual(await p.decide('nc://[0::1]:2222'), { ok: true, addresses: ['::1'], port: 2222, host: '0::1' })
   assert.deepEqual(await p.decide('nc://SVC.test:80'), { ok: true, addresses: ['127.0.0.2'], port: 80, host: 'SVC.test' })
@@ -69,6 +70,32 @@ test('matching by address, IPv6 canonical form, and names resolved on both sides
   await refused('nc://127.0.0.1:23', /127\.0\.0\.1:23 is not in this server's authorized_services/)
   await refused('nc://other.test:80', /other\.test:80 is not in/)
   await refused('nc://[::1]:22', /\[::1\]:22 is not in/)
-  await refused('nc://nowhere.test:22', /cannot resolve nowhere\.test: ENOTFOUND/)
+  // a name the peer sent is not resolved when the entries of that port are addresses (issue 12 item 8)
+  await refused('nc://localhost:22', /localhost:22 is not in this server's authorized_services/)
+  await refused('nc://nowhere.test:22', /nowhere\.test:22 is not in this server's authorized_services/)
   await refused('ssh://127.0.0.1:22', /not a service name; dnc expects nc:\/\/<host>:<port>/)
+})
+
+test('a name the peer sent is resolved only when an entry with that port names that host (no DNS on its behalf)', async () => {
+  const p = new ServicePolicy({
+    services: [
+      { ip: '127.0.0.1', port: 22 },
+      { ip: 'svc.test', port: 80 },
+      { ip: 'gone.test', port: 81 },
+    ],
+    allowAll: false,
+    resolve: fakeDns,
+  })
+  resolved.length = 0
+  for (const name of ['nc://attacker-chosen.example:22', 'nc://attacker-chosen.example:80', 'nc://attacker-chosen.example:9', 'nc://127.0.0.1:9']) {
+    assert.equal((await p.decide(name)).ok, false, name)
+  }
+  assert.deepEqual(resolved, [], 'no peer-sent name was resolved')
+  // an address asked on a port whose entry is a name: only the entry's name is resolved
+  assert.deepEqual(await p.decide('nc://127.0.0.2:80'), { ok: true, addresses: ['127.0.0.2'], port: 80, host: '127.0.0.2' })
+  assert.deepEqual(resolved, ['svc.test'])
+  // the entry's own name that does not resolve: refused with the reason
+  const d = await p.decide('nc://gone.test:81')
+  assert.equal(d.ok, false)
+  assert.match((d as { reason: string }).reason, /cannot resolve gone\.test: ENOTFOUND/)
 })

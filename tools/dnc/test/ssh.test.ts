@@ -8,8 +8,8 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Processes, run } from './helpers/processes.js'
-import { NetnsSet, canUseNetns, type Netns } from './helpers/netns.js'
+import { Processes, run } from '../../../packages/cli-kit/test/helpers/processes.js'
+import { NetnsSet, canUseNetns, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
 import { assertBuilt, DNC, startBootstrap, startServer, tempDir, userEnv, type DncServer, removeTempDirs } from './helpers/dnc.js'
 
 const procs = new Processes()

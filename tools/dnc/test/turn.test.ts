@@ -8,8 +8,8 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Processes, run } from './helpers/processes.js'
-import { NetnsSet, canUseNetns, type Netns } from './helpers/netns.js'
+import { Processes, run } from '../../../packages/cli-kit/test/helpers/processes.js'
+import { NetnsSet, canUseNetns, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
 import { assertBuilt, DHTNET_NODE, startClient, startServer, tempDir, type DncServer, removeTempDirs } from './helpers/dnc.js'
 
 const procs = new Processes()

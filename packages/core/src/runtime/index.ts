@@ -1,2 +1,6 @@
 export { PUBLIC_BOOTSTRAP_NODES, startToolRuntime, loadToolIdentity, defaultCacheDir, turnIceServer } from './start.js'
 export type { ToolRuntime, ToolRuntimeOptions, TurnServerOptions, LoadedToolIdentity } from './start.js'
+export { startToolNode, defaultFlavourOf, SYNC_CHANNEL } from './tool-node.js'
+export type { ToolNode, ToolNodeOptions, PeerFlavour, PeerInfo, ServeHandlers, ConnectOptions } from './tool-node.js'
+export { describeFailure, FAILURE_STEPS } from './steps.js'
+export type { DescribedFailure } from './steps.js'

@@ -1,54 +1,19 @@
 /**
  * dnc as a user runs it: the BUILT binaries (tools/dnc/dist/cli.js, tools/node/dist/cli.js), each with its own
- * HOME (so identities are created fresh under <home>/.dhtnet and no user file is read), on loopback only.
+ * HOME, on loopback only. The helpers every tool's tests share are in packages/cli-kit/test/helpers/.
  */
-import { mkdirSync, mkdtempSync, writeFileSync, existsSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import type { Processes, Proc, StartOptions } from './processes.js'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Processes, Proc, StartOptions } from '../../../../packages/cli-kit/test/helpers/processes.js'
+import { DHTNET_NODE, repoRoot, userEnv } from '../../../../packages/cli-kit/test/helpers/tools.js'
 
-const here = fileURLToPath(new URL('.', import.meta.url))
-export const repoRoot = resolve(here, '../../../..')
+export { DHTNET_NODE, repoRoot, removeTempDirs, startBootstrap, tempDir, userEnv } from '../../../../packages/cli-kit/test/helpers/tools.js'
 export const DNC = join(repoRoot, 'tools/dnc/dist/cli.js')
-export const DHTNET_NODE = join(repoRoot, 'tools/node/dist/cli.js')
 
 export function assertBuilt(): void {
   for (const f of [DNC, DHTNET_NODE]) {
     if (!existsSync(f)) throw new Error(`${f} is missing: build first (pnpm exec turbo run build)`)
   }
-}
-
-const madeDirs: string[] = []
-
-/** A temporary folder for one test file; removeTempDirs() (from `after`) deletes them all. */
-export function tempDir(tag: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `dnc-${tag}-`))
-  madeDirs.push(dir)
-  return dir
-}
-
-export function removeTempDirs(): void {
-  for (const dir of madeDirs.splice(0)) rmSync(dir, { recursive: true, force: true })
-}
-
-/** Environment of a user whose home is `home` (created), nothing inherited that could point elsewhere. */
-export function userEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  mkdirSync(home, { recursive: true })
-  const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, DHTNET_HOME: join(home, '.dhtnet'), DHTNET_CACHE_DIR: join(home, '.cache') }
-  delete env.DNC_DEBUG
-  return { ...env, ...extra }
-}
-
-/** A local bootstrap node (dhtnet-node) on 127.0.0.1 (or the address given), on a free UDP port. */
-export async function startBootstrap(procs: Processes, options: { address?: string; netns?: string } = {}): Promise<{ proc: Proc; address: string }> {
-  const ip = options.address ?? '127.0.0.1'
-  const proc = procs.start('dhtnet-node', process.execPath, [DHTNET_NODE, '-p', '0', '--ipv4', ip, '--no-ipv6', '--no-discovery'], {
-    stdin: 'ignore',
-    ...(options.netns ? { netns: options.netns } : {}),
-  })
-  const m = await proc.waitFor(/listening on [\d.]+:(\d+)/, 20_000)
-  return { proc, address: `${ip}:${m[1]}` }
 }
 
 export interface DncServer {

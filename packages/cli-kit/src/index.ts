@@ -1,0 +1,6 @@
+export * from './log.js'
+export * from './errors.js'
+export * from './config.js'
+export * from './options.js'
+export * from './node.js'
+export * from './run.js'
