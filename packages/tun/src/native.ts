@@ -1,5 +1,5 @@
 /**
- * The compiled addon (src/native/tun.c, built by node-gyp into build/Release/dhtnet_tun.node) and its typed shape.
+ * The compiled addon (src/native/*.c, built by node-gyp into build/Release/dhtnet_tun.node) and its typed shape.
  * Loaded on first use, so importing the package on a machine without the addon (another OS, a failed build) only
  * fails when a device is opened, with TUN_UNAVAILABLE.
  */

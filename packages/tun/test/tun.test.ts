@@ -6,6 +6,9 @@
  *    (checksums computed by the child) go back through write(), and ping reports 3 received (exit 0);
  *  - the MTU set through the API is the one `ip link show` reports; up()/down() are the IFF_UP `ip` sees;
  *  - a kernel-chosen name (tunN) and a "%d" pattern; two devices coexist; closing one leaves the other working;
+ *    write() after close() throws CLOSED;
+ *  - writeMany: the kernel takes the IP packets (its RX counter), refuses a non-IP one (stats.writeErrors);
+ *  - pause(): packets wait in the kernel queue, resume() delivers them;
  *  - close() removes the interface; so does a device the JS side forgets (the finalizer, after a GC);
  *  - an MTU raised behind the addon's back: the oversized packet is dropped and counted, the next one arrives whole;
  *  - an interface deleted under the reader: 'error' TUN_ERROR, then 'close'.
@@ -13,6 +16,7 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { udpPacket } from './helpers/ip.js'
 import { Netns, TunChild, tunLabUnavailableReason, type ChildEvent } from './helpers/netns.js'
 
 const skip = tunLabUnavailableReason()
@@ -31,6 +35,11 @@ describe('TUN devices in a network namespace', { skip, timeout: 180_000 }, () =>
   const closed = (id: string): Promise<ChildEvent> => child!.request({ op: 'close', id }, (e) => e.ev === 'closed' && e.id === id, `close ${id}`)
   const stats = async (id: string): Promise<Record<string, number>> =>
     (await child!.request({ op: 'stats', id }, (e) => e.ev === 'stats' && e.id === id, `stats ${id}`)).stats as Record<string, number>
+  const rxPackets = (ifname: string): number => {
+    const m = ns!.ip('-s', 'link', 'show', 'dev', ifname).stdout.match(/RX:[^\n]*\n\s+\d+\s+(\d+)/)
+    assert.ok(m, `no RX counters for ${ifname}`)
+    return Number(m[1])
+  }
   const packetsOf = (id: string, from = 0): ChildEvent[] => child!.events.slice(from).filter((e) => e.ev === 'packet' && e.id === id)
 
   before(() => {
@@ -108,6 +117,8 @@ describe('TUN devices in a network namespace', { skip, timeout: 180_000 }, () =>
 
     await closed('k1')
     assert.equal(ns!.linkExists(String(k1.name)), false, 'close() removes the interface')
+    const late = await child!.request({ op: 'write', id: 'k1', hex: '45' }, (e) => e.ev === 'command-error', 'write after close')
+    assert.equal(late.code, 'CLOSED')
     assert.ok(ns!.linkExists(String(k2.name)), 'the other device is still there')
     assert.ok(ns!.linkExists('dvpnt0'))
 
@@ -118,6 +129,29 @@ describe('TUN devices in a network namespace', { skip, timeout: 180_000 }, () =>
     assert.equal(packetsOf('a', from).filter((e) => (e.icmp as { type: number } | undefined)?.type === 8).length, 1)
     await closed('k2')
     assert.equal(ns!.linkExists(String(k2.name)), false)
+  })
+
+  test('writeMany: IP packets go in, a non-IP one is refused and counted', async () => {
+    const before = rxPackets('dvpnt0')
+    const errorsBefore = (await stats('a')).writeErrors
+    const udp = udpPacket(PEER, LOCAL, 40000, 9, 100).toString('hex')
+    const r = await child!.request({ op: 'writeMany', id: 'a', hex: [udp, '010203', udp] }, (e) => e.ev === 'wroteMany', 'writeMany')
+    assert.equal(r.count, 2)
+    assert.equal((await stats('a')).writeErrors, errorsBefore! + 1)
+    assert.equal(rxPackets('dvpnt0') - before, 2, 'the kernel received the two IP packets')
+  })
+
+  test('pause() leaves packets in the kernel queue, resume() delivers them', async () => {
+    const paused = await child!.request({ op: 'pause', id: 'a' }, (e) => e.ev === 'done' && e.op === 'pause', 'pause')
+    assert.equal(paused.isPaused, true)
+    const from = child!.events.length
+    const ping = await ns!.execAsync('ping', ['-c', '1', '-W', '1', '-n', PEER], 30_000)
+    assert.equal(ping.status, 1, 'no reply while paused')
+    const echoRequests = (since: number): ChildEvent[] => packetsOf('a', since).filter((e) => (e.icmp as { type: number } | undefined)?.type === 8)
+    assert.equal(echoRequests(from).length, 0)
+    await child!.request({ op: 'resume', id: 'a' }, (e) => e.ev === 'done' && e.op === 'resume', 'resume')
+    const delivered = await child!.waitFor((e) => child!.events.indexOf(e) >= from && e.ev === 'packet' && (e.icmp as { type: number } | undefined)?.type === 8, 'the queued echo request')
+    assert.equal(delivered.dst, PEER)
   })
 
   test('a device the JS side forgets is closed by its finalizer', async () => {

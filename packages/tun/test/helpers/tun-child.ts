@@ -8,6 +8,8 @@
  *   {"op":"up"|"down","id":"a"}             → {"ev":"done","op","id","isUp"}
  *   {"op":"stats","id":"a"}                 → {"ev":"stats","id","stats","mtu"}
  *   {"op":"write","id":"a","hex":"45.."}    → {"ev":"written","id","ok"}
+ *   {"op":"writeMany","id":"a","hex":[..]}  → {"ev":"wroteMany","id","count"}
+ *   {"op":"pause"|"resume","id":"a"}        → {"ev":"done","op","id","isPaused"}
  *   {"op":"close","id":"a"}                 → {"ev":"closed","id"} (on the device's 'close' event)
  *   {"op":"forget","id":"a"}                → drops every reference without close(), runs the GC → {"ev":"forgotten","id"}
  *   {"op":"exit"}                           → closes everything, exits 0
@@ -22,7 +24,7 @@ interface Command {
   op: string
   id?: string
   options?: TunOptions
-  hex?: string
+  hex?: string | string[]
 }
 
 const out = (msg: Record<string, unknown>): void => {
@@ -82,7 +84,18 @@ async function handle(cmd: Command): Promise<void> {
       return out({ ev: 'stats', id: cmd.id, stats: dev.stats, mtu: dev.closed ? undefined : dev.mtu })
     }
     case 'write':
-      return out({ ev: 'written', id: cmd.id, ok: device(cmd.id).write(Buffer.from(cmd.hex ?? '', 'hex')) })
+      return out({ ev: 'written', id: cmd.id, ok: device(cmd.id).write(Buffer.from(String(cmd.hex), 'hex')) })
+    case 'writeMany': {
+      const packets = (cmd.hex as string[]).map((h) => Buffer.from(h, 'hex'))
+      return out({ ev: 'wroteMany', id: cmd.id, count: device(cmd.id).writeMany(packets) })
+    }
+    case 'pause':
+    case 'resume': {
+      const dev = device(cmd.id)
+      if (cmd.op === 'pause') dev.pause()
+      else dev.resume()
+      return out({ ev: 'done', op: cmd.op, id: cmd.id, isPaused: dev.isPaused })
+    }
     case 'close':
       return device(cmd.id).close()
     case 'forget': {
