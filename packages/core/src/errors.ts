@@ -109,9 +109,14 @@ export const ERROR_CATALOGUE = {
   BUSY: { layer: 'connection' },
   NOT_CONNECTED: { layer: 'connection' },
   IDENTITY_MISMATCH: { layer: 'connection' },
+
+  // --- TUN (@dhtnet/tun)
+  TUN_UNAVAILABLE: { layer: 'tun', hint: '/dev/net/tun is missing: load the module with `modprobe tun`, or give the container the device (docker: --device /dev/net/tun)' },
+  TUN_PERMISSION: { layer: 'tun', hint: 'creating a TUN interface needs CAP_NET_ADMIN: run as root or `setcap cap_net_admin+ep $(which node)`' },
+  TUN_ERROR: { layer: 'tun' },
 } as const satisfies Record<string, { layer: ErrorLayer; hint?: string }>
 
-export type ErrorLayer = 'general' | 'identity' | 'dht' | 'transport' | 'mux' | 'nat' | 'connection'
+export type ErrorLayer = 'general' | 'identity' | 'dht' | 'transport' | 'mux' | 'nat' | 'connection' | 'tun'
 
 /** Every code a DhtnetError may carry. */
 export type ErrorCode = keyof typeof ERROR_CATALOGUE
@@ -120,11 +125,14 @@ export class DhtnetError extends Error {
   readonly code: ErrorCode
   /** What the user can do about it, when there is something to do. */
   readonly hint?: string
+  /** A failure that a new attempt may well not meet (a race inside a library): the connection manager retries once. */
+  readonly retryable: boolean
 
-  constructor(code: ErrorCode, message: string, options: { cause?: unknown; hint?: string | undefined } = {}) {
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; hint?: string | undefined; retryable?: boolean } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'DhtnetError'
     this.code = code
+    this.retryable = options.retryable ?? false
     const entry = ERROR_CATALOGUE[code] as { readonly hint?: string }
     const hint = options.hint ?? entry.hint
     if (hint !== undefined) this.hint = hint

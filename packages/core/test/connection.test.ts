@@ -136,8 +136,14 @@ test('decline at ICE request → REFUSED, before any ICE work on the responder',
 test('untrusted CA: refused by the responder and by the requester in non-anonymous mode; anonymous accepts', async () => {
   const otherCa = await generateIdentity({ name: 'other-ca', keySize: 2048 })
   const carol = await net.addDevice('carol', { identity: await net.newIdentity('carol', otherCa), trustedCas: [otherCa, net.ca] })
-  // bob trusts only the testnet CA: carol's request is refused (UNTRUSTED comes back as the answer)
-  await assert.rejects(carol.cm.connectDevice(bob.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED'))
+  // bob trusts only the testnet CA: carol's request is refused in silence (a stranger learns nothing), counted
+  const untrustedBefore = bob.cm.requestStats().untrusted
+  await assert.rejects(carol.cm.connectDevice(bob.identity.id, 'echo', { timeoutMs: 3000 }), (e: unknown) => isDhtnetError(e, 'TIMEOUT') && /answer/.test(e.message))
+  assert.equal(bob.cm.requestStats().untrusted, untrustedBefore + 1)
+  assert.equal(bob.cm.connections(carol.identity.id).length, 0)
+  // a device configured to tell strangers gives them UNTRUSTED at once
+  const frank = await net.addDevice('frank', { refuseUntrusted: true })
+  await assert.rejects(carol.cm.connectDevice(frank.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED'))
   // alice refuses carol's certificate herself, before any request is sent
   await assert.rejects(alice.cm.connectDevice(carol.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED') && /UNTRUSTED_CA/.test(e.message))
   assert.equal(carol.cm.connections().length, 0)
@@ -160,7 +166,9 @@ test('expired certificate refused', async () => {
     notAfter: new Date(now - 24 * 3600e3),
   })
   const dave = await net.addDevice('dave', { identity: makeIdentity(key, [cert, ...net.ca.chain]) })
-  await assert.rejects(dave.cm.connectDevice(bob.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED'))
+  const untrustedBefore = bob.cm.requestStats().untrusted
+  await assert.rejects(dave.cm.connectDevice(bob.identity.id, 'echo', { timeoutMs: 3000 }), (e: unknown) => isDhtnetError(e, 'TIMEOUT'))
+  assert.equal(bob.cm.requestStats().untrusted, untrustedBefore + 1)
   await assert.rejects(alice.cm.connectDevice(dave.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED') && /EXPIRED/.test(e.message))
   assert.equal(bob.cm.connections(dave.identity.id).length, 0)
 })
@@ -297,7 +305,7 @@ test('a C++ DHTNet peer answering with an ICE-TCP message fails fast with UNSUPP
   })
   try {
     // the code itself shows it failed on the answer, not at the connect timeout (TIMEOUT)
-    await assert.rejects(alice.cm.connectDevice(identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNSUPPORTED_TRANSPORT') && /TLS-over-ICE-TCP/.test(e.message))
+    await assert.rejects(alice.cm.connectDevice(identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNSUPPORTED_TRANSPORT') && /C\+\+ DHTNet device/.test(e.message))
     assert.equal(alice.cm.isConnected(identity.id), false)
   } finally {
     listen.cancel()

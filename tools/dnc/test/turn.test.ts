@@ -88,9 +88,11 @@ test('through a TURN relay when there is no direct path (-t/-u/-w/-r)', async (t
   const status = await client.waitExit(60_000)
   assert.equal(status.code, 0, `client failed\n${procs.describeAll()}`)
   assert.equal(client.stdoutText, 'relayed\n')
-  const pair = client.stderrText.match(/connected to [0-9a-f]{16}… \(outgoing, (\S+)/)
-  assert.ok(pair, `no connection line in\n${client.stderrText}`)
-  assert.match(pair[1]!, /^relay\//, 'the local candidate must be the TURN relay')
+  const path = client.stderrText.match(/connected to [0-9a-f]{16}… \(outgoing, \w+ multiplexer, (\S+)(?: relay \((\w+)\))? (\S+)/)
+  assert.ok(path, `no connection line in\n${client.stderrText}`)
+  assert.equal(path[1], 'webrtc', 'the TURN/UDP relay belongs to the WebRTC transport')
+  assert.equal(path[2], 'UDP', 'the path must be reported as relayed over UDP')
+  assert.match(path[3]!, /^relay\//, 'the local candidate must be the TURN relay')
 })
 
 test('with a wrong TURN password there is no path: the client fails within its timeout', async (t) => {

@@ -3,47 +3,44 @@
  *
  * Signalling follows DHTNet (reference §2): requests and answers are SecureDht-encrypted values (type 0, user type
  * "peer_request") put at SHA1("peer:" + long id hex) of the recipient; we listen there and at the legacy
- * SHA1("peer:" + 40-hex id). The transport is WebRTC (see transport/README.md); the request and the answer carry a
- * complete SDP, so the DTLS fingerprint travels inside a value signed by the device key: a peer that does not hold
- * the private key of the certificate it claims cannot complete a connection.
+ * SHA1("peer:" + 40-hex id). One request offers every transport the policy allows (DHTNet's ICE-TCP + TLS in
+ * `ice_msg`, WebRTC in an extension key); the transports both sides share race and the first authenticated link
+ * carries the connection (transports.ts), with our multiplexer between our peers and DHTNet's MultiplexedSocket with
+ * a C++ peer.
  *
- * Trust is decided before any ICE work: the requester's certificate chain (found by the signer's key), the
- * TrustStore (anonymous or CA-restricted, allowed/banned), then the onIceRequest hook.
+ * This file is the facade: options, hooks, life cycle, connectDevice's sharing/retry/deadline, queries. The jobs
+ * live beside it: devices.ts (registry), requester.ts (outgoing), responder.ts (incoming), transports.ts (choice
+ * and race), muxes.ts (which multiplexer), peer-certificates.ts, signalling.ts.
  */
-import { EventEmitter } from 'node:events'
-import { X509Certificate, createPublicKey, createHash } from 'node:crypto'
+import { EventEmitter, setMaxListeners } from 'node:events'
+import { X509Certificate, createHash } from 'node:crypto'
 import { DhtnetError, isDhtnetError } from '../errors.js'
 import type { Identity } from '../identity/types.js'
 import { parsePeerId, publicKeyIds } from '../identity/ids.js'
 import type { TrustStore } from '../identity/truststore.js'
-import { parseCertificateChain } from '../identity/pem.js'
 import { SecureDht, type SecureDhtEngine } from '../dht/secure-dht.js'
-import { type DhtValue, ValueType } from '../dht/value.js'
-import { certificatesFromValue } from '../dht/crypto.js'
-import { Multiplexer, type ChannelInfo, type ChannelRequestDecision } from '../mux/native/multiplexer.js'
-import type { ChannelSocket } from '../mux/native/channel-socket.js'
+import type { DhtValue } from '../dht/value.js'
+import type { ChannelRequestDecision, ChannelInfo, StreamChannel } from '../mux/mux.js'
 import type { DatagramChannel } from '../mux/native/datagram-channel.js'
-import { WebRtcPeer } from '../transport/webrtc/webrtc.js'
-import { preloadNative } from '../transport/webrtc/native.js'
-import { type IceServerSpec, parseIceServers } from '../transport/webrtc/ice-servers.js'
-import { classifyIceMessage } from '../transport/webrtc/sdp.js'
+import type { Transport } from '../transport/transport.js'
+import { WebRtcTransport } from '../transport/webrtc/webrtc-transport.js'
+import type { IceServerSpec } from '../transport/webrtc/ice-servers.js'
 import { type Logger, type LoggerLike, toLogger } from '../util/log.js'
 import { Deadline } from '../util/deadline.js'
-import type { PortMapper, PortMapping } from '../nat/port-mapper.js'
-import { addMappedCandidate, freeUdpPort } from '../nat/mapped-candidate.js'
-import { type ConnectionInfo, PeerLink } from './peer-link.js'
-import {
-  PEER_REQUEST_USER_TYPE,
-  type PeerConnectionRequest,
-  type RefusalCode,
-  TreatedIds,
-  decodeRequest,
-  encodeRequest,
-  newRequestId,
-} from './signalling.js'
+import type { PortMapper } from '../nat/port-mapper.js'
+import type { ManagerContext, NewConnection } from './context.js'
+import { DeviceRegistry, type DeviceState } from './devices.js'
+import { PeerCertificates } from './peer-certificates.js'
+import { type Channel, type ConnectionInfo, PeerLink } from './peer-link.js'
+import { type EarlyStart, Requester } from './requester.js'
+import { Responder, type ResponderStats } from './responder.js'
+import { PEER_REQUEST_USER_TYPE, type PeerConnectionRequest, TreatedIds, decodeRequest } from './signalling.js'
+import { TRANSPORT_POLICIES, type TransportPolicy } from './transports.js'
 
 export type { ConnectionInfo } from './peer-link.js'
-export type { ChannelInfo } from '../mux/native/multiplexer.js'
+export type { ChannelInfo } from '../mux/mux.js'
+export type { TransportPolicy } from './transports.js'
+export type { ResponderStats } from './responder.js'
 
 /** What a channel request hook may answer. */
 export type ChannelDecision = ChannelRequestDecision
@@ -55,6 +52,10 @@ export interface ConnectionManagerOptions {
   trust: TrustStore
   /** Accept any well-formed chain whose signatures verify (otherwise it must end at a trusted CA). Default false. */
   anonymous?: boolean
+  /** Which transports connections may use: 'auto' (every one, racing; default), 'tcp' (ICE-TCP + TLS), 'webrtc'. */
+  transport?: TransportPolicy
+  /** The transports, when the caller builds them itself (default: WebRTC from the options below). */
+  transports?: readonly Transport[]
   /** STUN/TURN servers: 'stun:HOST:PORT', 'turn:USER:PASSWORD@HOST:PORT' (TURN over UDP). */
   iceServers?: readonly IceServerSpec[]
   /** Bind ICE to this local address (tests: '127.0.0.1'). Default: every interface. */
@@ -62,10 +63,9 @@ export interface ConnectionManagerOptions {
   /** UDP port range for ICE. */
   portRange?: { begin: number; end: number }
   /**
-   * UPnP/NAT-PMP fallback: each peer connection is pinned to one free local UDP port, that port is mapped on the
-   * gateway, and the mapped address goes into our description as a srflx candidate (so a peer can reach us
-   * behind a NAT that does not allow hole punching). A failed mapping is logged and the connect goes on without
-   * it. The mapping is removed when the connection closes; the caller owns (and closes) the mapper.
+   * UPnP/NAT-PMP fallback: each peer connection's port is mapped on the gateway and offered as a srflx candidate. A
+   * failed mapping is logged and the connect goes on without it; mappings are removed when their connection closes.
+   * The caller owns (and closes) the mapper.
    */
   portMapper?: PortMapper
   /** Default bound of connectDevice and of an incoming handshake (default 30 s). */
@@ -74,18 +74,21 @@ export interface ConnectionManagerOptions {
   keepaliveIntervalMs?: number
   /** A peer silent for this long is dead: every channel ends with PEER_UNREACHABLE (default 20 s). */
   deadPeerTimeoutMs?: number
-  /** Do not answer refused requests (the requester then times out instead of learning that we are online). */
+  /** Do not tell trusted devices why their request was refused (onIceRequest, no shared transport): they time out. */
   silentRefusals?: boolean
+  /** Tell untrusted devices (or ones whose certificate is not found) that they were refused. Default false: they
+   *  get silence, as with DHTNet (a refusal costs a signature and a DHT put, and tells a stranger we are online). */
+  refuseUntrusted?: boolean
   /** Also listen at the legacy key SHA1("peer:" + 40-hex id) (default true). */
   listenLegacyKey?: boolean
-  /** Most incoming handshakes in progress at once; more are refused with BUSY (default 64). */
+  /** Most incoming requests handled at once; more are refused with BUSY (default 64). */
   maxPendingIncoming?: number
   /** Accept or refuse an incoming connection, after the trust check. Default: accept. */
   onIceRequest?: (peerCert: X509Certificate) => boolean | Promise<boolean>
   /** Accept or refuse a channel the peer opens. Default: decline ("no channel handler"). */
   onChannelRequest?: (peerCert: X509Certificate, name: string) => ChannelDecision | Promise<ChannelDecision>
   /** Every channel that becomes ready, both directions (incoming ones are only reachable through this). */
-  onConnectionReady?: (peerId: string, name: string, socket: ChannelSocket | DatagramChannel) => void
+  onConnectionReady?: (peerId: string, name: string, socket: StreamChannel | DatagramChannel) => void
   logger?: LoggerLike
 }
 
@@ -105,92 +108,54 @@ export interface ConnectDeviceOptions {
   datagram?: boolean
 }
 
-type Channel = ChannelSocket | DatagramChannel
-
 /** A device: 40-hex id, 64-hex long id, its certificate, or its chain (leaf first). */
 export type PeerSpec = string | X509Certificate | readonly X509Certificate[]
-
-interface PendingAnswer {
-  peerId: string
-  resolve: (req: PeerConnectionRequest) => void
-}
-
-interface DeviceState {
-  links: Set<PeerLink>
-  /** Connection being set up by us, shared by concurrent connectDevice calls. */
-  connecting: Promise<PeerLink> | undefined
-  /** Pending connectDevice calls by channel name (isConnecting, uniqueName). */
-  pendingByName: Map<string, Set<Promise<Channel>>>
-  chain: X509Certificate[] | undefined
-}
-
-/** An offer created while the peer's certificate is looked up (see getLink). */
-interface EarlyOffer {
-  rtc: WebRtcPeer
-  offer: Promise<string>
-}
 
 interface PeerRef {
   /** 64-hex when known, else undefined until the certificate is found. */
   longId: string | undefined
-  keyId: string | undefined
   /** The id as given (either form). */
   hex: string
   chain: X509Certificate[] | undefined
-}
-
-/** After publishing our answer, wait this long before our own connectivity checks (see WebRtcPeer.startChecks). */
-const ANSWERER_CHECKS_DELAY_MS = 150
-
-function sha1Bytes(data: Buffer): Buffer {
-  return createHash('sha1').update(data).digest()
-}
-
-const REFUSAL_MESSAGES: Record<RefusalCode, string> = {
-  REFUSED: 'the peer refused the connection',
-  UNTRUSTED: 'the peer does not trust our certificate',
-  CERT_NOT_FOUND: 'the peer could not find our certificate on the DHT',
-  UNSUPPORTED_TRANSPORT: 'the peer does not speak our transport',
-  BUSY: 'the peer is busy with too many incoming connections',
 }
 
 export class ConnectionManager extends EventEmitter {
   readonly identity: Identity
   readonly dht: SecureDht
   private readonly ownsDht: boolean
-  private readonly trust: TrustStore
   private readonly options: ConnectionManagerOptions
   private readonly log: Logger
   private readonly connectTimeoutMs: number
-  private readonly devices = new Map<string, DeviceState>()
-  private readonly pendingAnswers = new Map<string, PendingAnswer>()
+  private readonly transports: readonly Transport[]
+  private readonly devices = new DeviceRegistry()
   private readonly treated = new TreatedIds()
-  private readonly incoming = new Set<WebRtcPeer>()
-  private readonly outgoingRtc = new Set<WebRtcPeer>()
   private readonly listens: Array<{ cancel(): void }> = []
   private readonly closing = new AbortController()
-  /** Peer connection → its port mapping (resolves undefined when mapping failed); see options.portMapper. */
-  private readonly portMappings = new WeakMap<WebRtcPeer, Promise<PortMapping | undefined>>()
+  private readonly requester: Requester
+  private readonly responder: Responder
   private iceRequestHook: ConnectionManagerOptions['onIceRequest']
   private channelRequestHook: ConnectionManagerOptions['onChannelRequest']
   private connectionReadyHook: ConnectionManagerOptions['onConnectionReady']
-  private started = false
+  private listening = false
+  /** A client that only connects out: requests addressed to us are ignored unread. */
+  private clientOnly = false
   private published = false
   private _closed = false
-
-  /** Our chain in PEM, sent with our requests. */
-  private readonly chainPem: string
 
   constructor(options: ConnectionManagerOptions) {
     super()
     if (!options?.identity) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs an identity')
     if (!options.dht) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs a DHT (SecureDht or DhtNode)')
     if (!options.trust) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs a TrustStore')
-    parseIceServers(options.iceServers) // fail early on a bad ICE server
+    const policy = options.transport ?? 'auto'
+    if (!TRANSPORT_POLICIES.includes(policy)) {
+      throw new DhtnetError('BAD_OPTION', `unknown transport policy "${String(policy)}"`, { hint: `use one of: ${TRANSPORT_POLICIES.join(', ')}` })
+    }
     this.options = options
     this.identity = options.identity
-    this.trust = options.trust
     this.log = toLogger(options.logger)
+    // every operation in progress (one per connectDevice and incoming request, bounded by those) watches it
+    setMaxListeners(Infinity, this.closing.signal)
     this.connectTimeoutMs = options.connectTimeoutMs ?? 30_000
     if (options.dht instanceof SecureDht) {
       if (options.dht.identity.longId !== options.identity.longId) {
@@ -202,10 +167,27 @@ export class ConnectionManager extends EventEmitter {
       this.dht = new SecureDht(options.dht, options.identity, { log: this.log })
       this.ownsDht = true
     }
-    this.chainPem = options.identity.chain.map((c) => c.toString()).join('')
+    this.transports = options.transports ?? [
+      new WebRtcTransport({
+        identity: options.identity,
+        ...(options.iceServers ? { iceServers: options.iceServers } : {}),
+        ...(options.bindAddress ? { bindAddress: options.bindAddress } : {}),
+        ...(options.portRange ? { portRange: options.portRange } : {}),
+        ...(options.portMapper ? { portMapper: options.portMapper } : {}),
+        logger: this.log,
+      }),
+    ]
     this.iceRequestHook = options.onIceRequest
     this.channelRequestHook = options.onChannelRequest
     this.connectionReadyHook = options.onConnectionReady
+    const context = this.makeContext(policy)
+    this.requester = new Requester(context)
+    this.responder = new Responder(context, () => ({
+      silentRefusals: options.silentRefusals ?? false,
+      refuseUntrusted: options.refuseUntrusted ?? false,
+      maxPendingIncoming: options.maxPendingIncoming ?? 64,
+      onIceRequest: this.iceRequestHook,
+    }))
   }
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -229,17 +211,19 @@ export class ConnectionManager extends EventEmitter {
   /**
    * Listen for connection requests (our long-id key and the legacy key) and publish our certificate. Resolves once
    * the listens are set and the certificate publication finished (or `publishTimeoutMs`, default 15 s, passed).
+   * `clientOnly`: a client that only connects out: it answers no request (requests addressed to it are dropped
+   * before any work), listens at its keys from its first connectDevice on (answers arrive there), and does not wait
+   * for its certificate publication (its requests carry its certificate).
    */
   async start(options: { publishTimeoutMs?: number; clientOnly?: boolean } = {}): Promise<void> {
     if (this._closed) throw new DhtnetError('CLOSED', 'the connection manager is closed')
-    if (!options.clientOnly) this.startListening()
-    // Incoming requests need the WebRTC library: load it while the publication below waits for the network.
-    preloadNative()
+    this.clientOnly = options.clientOnly ?? false
+    if (!this.clientOnly) this.startListening()
+    // Incoming requests need the transports' libraries: load them while the publication waits for the network.
+    for (const t of this.transports) if (t instanceof WebRtcTransport) t.preload()
     if (this.published) return
     this.published = true
-    if (options.clientOnly) {
-      // A client that only connects out: its requests carry its certificate, so nothing waits for the publication
-      // (it runs in the background), and it listens from its first connectDevice (see connectNew).
+    if (this.clientOnly) {
       this.dht.start().catch((err: unknown) => this.log('warn', `publishing our certificate failed: ${(err as Error).message}`))
       this.log('info', `connection manager started (client): device ${this.identity.id} (long id ${this.identity.longId})`)
       return
@@ -261,8 +245,8 @@ export class ConnectionManager extends EventEmitter {
 
   /** Listen at our keys (answers to our requests arrive there too). A new outgoing connection calls it if start() did not. */
   private startListening(): void {
-    if (this.started || this._closed) return
-    this.started = true
+    if (this.listening || this._closed) return
+    this.listening = true
     const keys: Array<[Buffer, boolean]> = [[SecureDht.peerKey(this.identity.longId), false]]
     if (this.options.listenLegacyKey !== false) keys.push([SecureDht.peerKey(this.identity.id), true])
     for (const [key, legacy] of keys) {
@@ -293,18 +277,17 @@ export class ConnectionManager extends EventEmitter {
     this.closing.abort()
     for (const l of this.listens) l.cancel()
     this.listens.length = 0
-    const closed = new DhtnetError('CONNECTION_CLOSED', 'the connection manager was closed')
     const waits: Promise<void>[] = []
-    for (const device of this.devices.values()) {
+    for (const device of this.devices.all()) {
       for (const link of device.links) {
-        waits.push(new Promise<void>((resolve) => link.rtc.once('close', () => resolve())))
+        waits.push(new Promise<void>((resolve) => (link.link.closed ? resolve() : link.link.once('close', () => resolve()))))
         // Our own decision: channels end quietly (no 'error' for handlers that do not expect one).
         link.close()
       }
     }
-    for (const rtc of [...this.incoming, ...this.outgoingRtc]) rtc.close(closed)
     this.devices.clear()
-    this.pendingAnswers.clear()
+    this.requester.close()
+    waits.push(...this.transports.map((t) => t.close().catch((err: unknown) => this.log('debug', `closing a transport: ${(err as Error).message}`))))
     if (this.ownsDht) this.dht.close()
     await Promise.all(waits)
   }
@@ -315,12 +298,13 @@ export class ConnectionManager extends EventEmitter {
   /**
    * A channel to a device, by 40-hex id, 64-hex long id, or certificate. Shares the live connection to the device
    * (a new channel costs one round trip) or the one being set up. If the connection dies before the channel is
-   * accepted, the request is retried once on a new connection (not with noNewSocket).
+   * accepted, or setting it up met a retryable failure, the request is retried once on a new connection (not with
+   * noNewSocket). The whole call is bounded by one deadline (timeoutMs).
    * Rejects with a DhtnetError: BAD_PEER_ID, CERT_NOT_FOUND, UNTRUSTED, PEER_NOT_FOUND, REFUSED, ICE_FAILED,
-   * UNSUPPORTED_TRANSPORT, CHANNEL_DECLINED, NOT_CONNECTED, TIMEOUT, ABORTED.
+   * TLS_FAILED, UNSUPPORTED_TRANSPORT, CHANNEL_DECLINED, NOT_CONNECTED, TIMEOUT, ABORTED.
    */
   connectDevice(idOrCert: PeerSpec, name: string, options: ConnectDeviceOptions & { datagram: true }): Promise<DatagramChannel>
-  connectDevice(idOrCert: PeerSpec, name: string, options?: ConnectDeviceOptions & { datagram?: false }): Promise<ChannelSocket>
+  connectDevice(idOrCert: PeerSpec, name: string, options?: ConnectDeviceOptions & { datagram?: false }): Promise<StreamChannel>
   connectDevice(idOrCert: PeerSpec, name: string, options?: ConnectDeviceOptions): Promise<Channel>
   connectDevice(idOrCert: PeerSpec, name: string, options: ConnectDeviceOptions = {}): Promise<Channel> {
     let peer: PeerRef
@@ -331,11 +315,10 @@ export class ConnectionManager extends EventEmitter {
     } catch (err) {
       return Promise.reject(err)
     }
-    preloadNative()
     const deviceKey = peer.longId ?? peer.hex
-    const device = this.device(deviceKey)
+    const device = this.devices.get(deviceKey)
     if (options.uniqueName) {
-      const existing = this.findChannel(device, name)
+      const existing = DeviceRegistry.findChannel(device, name)
       if (existing) return Promise.resolve(existing)
       const pending = device.pendingByName.get(name)
       if (pending && pending.size > 0) return [...pending][0]!
@@ -344,11 +327,11 @@ export class ConnectionManager extends EventEmitter {
     let set = device.pendingByName.get(name)
     if (!set) device.pendingByName.set(name, (set = new Set()))
     set.add(op)
-    const forget = () => {
+    const forget = (): void => {
       const s = device.pendingByName.get(name)
       s?.delete(op)
       if (s && s.size === 0) device.pendingByName.delete(name)
-      this.maybeForgetDevice(deviceKey)
+      this.devices.forgetIfIdle(deviceKey)
     }
     op.then(forget, forget)
     return op
@@ -368,8 +351,8 @@ export class ConnectionManager extends EventEmitter {
           link = await this.getLink(peer, options, deadline)
         } catch (err) {
           deadline.throwIfAborted()
-          if (!retried && (err as { transient?: boolean }).transient) {
-            this.log('debug', `${what}: ${(err as Error).message}; retrying once`)
+          if (!retried && isDhtnetError(err) && err.retryable) {
+            this.log('debug', `${what}: ${err.message}; retrying once`)
             retried = true
             continue
           }
@@ -381,12 +364,12 @@ export class ConnectionManager extends EventEmitter {
             ? link.mux.openDatagramChannel(name, { signal: deadline.signal, timeoutMs: deadline.remainingMs })
             : link.mux.openChannel(name, { signal: deadline.signal, timeoutMs: deadline.remainingMs })
           const channel = await deadline.race(open)
-          this.trackChannel(link, channel)
+          DeviceRegistry.trackChannel(link, channel)
           this.fireReady(link.peerId, name, channel)
           return channel
         } catch (err) {
           deadline.throwIfAborted()
-          const linkDied = link.closed || (isDhtnetError(err) && ['CONNECTION_CLOSED', 'PEER_UNREACHABLE'].includes(err.code))
+          const linkDied = link.closed || (isDhtnetError(err) && (err.code === 'CONNECTION_CLOSED' || err.code === 'PEER_UNREACHABLE'))
           if (linkDied && !options.noNewSocket && !retried) {
             this.log('debug', `${what}: the connection died before the channel was accepted; retrying once on a new one`)
             retried = true
@@ -403,314 +386,127 @@ export class ConnectionManager extends EventEmitter {
   /** A live link to the peer: existing, being set up, or new. */
   private async getLink(peer: PeerRef, options: ConnectDeviceOptions, deadline: Deadline): Promise<PeerLink> {
     const key = peer.longId ?? peer.hex
-    let device = this.device(key)
-    if (!options.forceNewSocket) {
-      const live = this.liveLink(device)
-      if (live) return live
-      if (device.connecting) {
-        deadline.step = 'waiting for the connection being set up'
-        const link = await deadline.race(device.connecting)
-        if (!link.closed) return link
-      }
+    let device = this.devices.get(key)
+    // Every check of a device's state and the registration of a new attempt happen in one synchronous stretch, so
+    // that concurrent calls see each other's attempt.
+    for (;;) {
+      const shared = options.forceNewSocket ? undefined : (DeviceRegistry.liveLink(device) ?? device.connecting)
+      if (!shared) break
+      const link = await this.waitShared(shared, deadline)
+      if (link) return link
     }
     if (options.noNewSocket) {
       throw new DhtnetError('NOT_CONNECTED', `no connection to ${peer.hex} and noNewSocket was set`, {
         hint: 'call connectDevice without noNewSocket to open a connection',
       })
     }
-    // Resolve the certificate first so that the device is keyed by its long id. Meanwhile our offer is created
-    // (WebRTC library, peer connection, local candidates): local work only, nothing reaches the peer before its
-    // certificate was found and trusted (connectNew); the offer is dropped if the lookup fails or finds a shared link.
-    let early: EarlyOffer | undefined
-    if (!peer.chain) {
-      deadline.step = 'looking up the peer certificate on the DHT'
-      const lookup = this.findPeerCertificate(peer, deadline)
-      lookup.catch(() => {})
-      try {
-        early = await this.earlyOffer(peer.hex, deadline)
-        peer.chain = await lookup
-      } catch (err) {
-        early?.rtc.close()
-        throw err
-      }
-      const ids = publicKeyIds(peer.chain[0]!)
-      peer.longId = ids.longId
-      peer.keyId = ids.id
-      if (key !== peer.longId) {
-        device = this.device(peer.longId)
-        if (!options.forceNewSocket) {
-          const live = this.liveLink(device)
-          if (live || device.connecting) early?.rtc.close()
-          if (live) return live
-          if (device.connecting) {
-            deadline.step = 'waiting for the connection being set up'
-            const link = await deadline.race(device.connecting)
-            if (!link.closed) return link
-          }
+    if (peer.chain) return this.newAttempt(device, peer, options, deadline, undefined)
+    // Resolve the certificate first so that the device is keyed by its long id. Meanwhile the sessions that need
+    // nothing of the peer start (local work only: nothing reaches the peer before its certificate was found and
+    // trusted); they are dropped if the lookup fails or finds a shared link.
+    deadline.step = 'looking up the peer certificate on the DHT'
+    const lookup = this.certificates.find(peer.hex, deadline)
+    lookup.catch(() => {})
+    const early = this.requester.startEarly(deadline)
+    try {
+      peer.chain = await lookup
+    } catch (err) {
+      this.requester.abandon(early)
+      throw err
+    }
+    peer.longId = publicKeyIds(peer.chain[0]!).longId
+    if (key !== peer.longId) {
+      device = this.devices.get(peer.longId)
+      for (;;) {
+        const shared = options.forceNewSocket ? undefined : (DeviceRegistry.liveLink(device) ?? device.connecting)
+        if (!shared) break
+        const link = await this.waitShared(shared, deadline).catch((err: unknown) => {
+          this.requester.abandon(early)
+          throw err
+        })
+        if (link) {
+          this.requester.abandon(early)
+          return link
         }
       }
     }
-    const attempt = this.connectNew(peer, options.connType ?? '', deadline, early)
+    return this.newAttempt(device, peer, options, deadline, early)
+  }
+
+  /** Start a new connection attempt and register it on the device (synchronously: concurrent calls share it). */
+  private newAttempt(device: DeviceState, peer: PeerRef, options: ConnectDeviceOptions, deadline: Deadline, early: EarlyStart | undefined): Promise<PeerLink> {
+    const attempt = this.requester.connect(peer.longId!, peer.chain!, options.connType ?? '', deadline, early)
     device.connecting = attempt
-    const clear = () => {
+    const clear = (): void => {
       if (device.connecting === attempt) device.connecting = undefined
     }
     attempt.then(clear, clear)
     return attempt
   }
 
-  private async findPeerCertificate(peer: PeerRef, deadline: Deadline): Promise<X509Certificate[]> {
-    let chain: X509Certificate[] | null
+  /** A live link as is; an attempt in progress once it is up (undefined when it came up closed). */
+  private async waitShared(shared: PeerLink | Promise<PeerLink>, deadline: Deadline): Promise<PeerLink | undefined> {
+    if (shared instanceof PeerLink) return shared
+    deadline.step = 'waiting for the connection being set up'
+    const link = await deadline.race(shared)
+    return link.closed ? undefined : link
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Incoming DHT values
+
+  private onDhtValue(value: DhtValue, legacy: boolean): void {
+    if (this._closed) return
+    if (value.userType !== PEER_REQUEST_USER_TYPE || !value.owner) return
+    // Only encrypted values addressed to us count (EncryptedValue::getFilter: signed and with a recipient).
+    if (!value.recipient || !value.recipient.equals(this.dht.keyId)) return
+    let req: PeerConnectionRequest
     try {
-      chain = await deadline.race(this.lookupCertificate(peer.hex, deadline.signal))
+      req = decodeRequest(value.data)
     } catch (err) {
-      if (isDhtnetError(err) && (err.code === 'TIMEOUT' || err.code === 'ABORTED')) throw err
-      throw new DhtnetError('PEER_NOT_FOUND', `looking up the certificate of ${peer.hex} on the DHT failed: ${(err as Error).message}`, {
-        cause: err,
-        hint: 'check the DHT bootstrap: the node must be connected to the network the peer uses',
-      })
+      this.log('debug', `ignoring a connection request: ${(err as Error).message}`)
+      return
     }
-    deadline.throwIfAborted()
-    if (!chain || chain.length === 0) {
-      throw new DhtnetError('CERT_NOT_FOUND', `no certificate found on the DHT for ${peer.hex}`, {
-        hint: 'the device must be online (it publishes its certificate when it starts), and the id must be right',
-      })
+    if (!req.isAnswer && this.clientOnly) return // a client answers nobody
+    const signer = createHash('sha256').update(value.owner).digest('hex')
+    if (signer === this.identity.longId) return
+    if (this.treated.checkAndAdd(signer, req.id)) return
+    if (req.isAnswer) {
+      this.requester.onAnswer(req, signer)
+      return
     }
-    return chain
-  }
-
-  /**
-   * SecureDht.findCertificate, raced with a listen at the same key that resolves on the first matching certificate:
-   * a DHT get only resolves once its search finished, which on a network with departed nodes means waiting for
-   * their timeouts (measured: ~0.6 s), while the first storage node usually answers in a few ms.
-   */
-  private async lookupCertificate(hex: string, signal: AbortSignal): Promise<X509Certificate[] | null> {
-    const { kind } = parsePeerId(hex)
-    const where = kind === 'longId' ? sha1Bytes(Buffer.from(hex, 'hex')) : Buffer.from(hex, 'hex')
-    const stop = new AbortController()
-    const both = AbortSignal.any([signal, stop.signal])
-    let listen: { cancel(): void } | undefined
-    const early = new Promise<X509Certificate[]>((resolve) => {
-      listen = this.dht.listen(where, (values, expired) => {
-        if (expired) return
-        for (const v of values) {
-          if (v.type !== ValueType.CERTIFICATE) continue
-          try {
-            const chain = certificatesFromValue(v)
-            const ids = publicKeyIds(chain[0]!)
-            if ((kind === 'longId' ? ids.longId : ids.id) !== hex) continue
-            this.dht.registerCertificate(chain)
-            resolve(chain)
-            return
-          } catch {
-            // malformed: keep listening
-          }
-        }
-      })
+    this.responder.handle(req, value.owner, signer, legacy).catch((err: unknown) => {
+      this.log('debug', `incoming connection ${req.id} from ${signer.slice(0, 16)}… failed: ${(err as Error).message}`)
     })
-    try {
-      return await Promise.race([early, this.dht.findCertificate(hex, { signal: both })])
-    } finally {
-      stop.abort()
-      listen?.cancel()
-    }
   }
 
-  /**
-   * Our offer, started now (the peer connection is created on the next turn of the event loop, so that a DHT
-   * lookup started just before has sent its requests: loading the WebRTC library then overlaps the network wait).
-   */
-  private async earlyOffer(hex: string, deadline: Deadline): Promise<EarlyOffer> {
-    await new Promise<void>((resolve) => setImmediate(resolve))
-    deadline.throwIfAborted()
-    if (this._closed) throw new DhtnetError('ABORTED', 'the connection manager is closed')
-    const rtc = await this.newPeer('offerer', hex)
-    this.outgoingRtc.add(rtc)
-    rtc.once('close', () => this.outgoingRtc.delete(rtc))
-    const offer = this.withMappedCandidate(rtc, rtc.createOffer({ signal: deadline.signal }))
-    offer.catch(() => {})
-    return { rtc, offer }
-  }
+  // ---------------------------------------------------------------------------------------------------------------
+  // Registering connections and channels
 
-  /** A new connection as the requester (offerer): trust check, request, answer, ICE/DTLS, multiplexer. */
-  private async connectNew(peer: PeerRef, connType: string, deadline: Deadline, early?: EarlyOffer): Promise<PeerLink> {
-    const chain = peer.chain!
-    const peerCert = chain[0]!
-    const peerId = peer.longId!
-    try {
-      if (peerId === this.identity.longId) throw new DhtnetError('BAD_PEER_ID', 'cannot connect to our own device id')
-      const verdict = this.trust.verify(chain, { anonymous: this.options.anonymous ?? false })
-      if (!verdict.ok) {
-        throw new DhtnetError('UNTRUSTED', `refusing to connect to ${peer.hex}: ${verdict.reason} (${verdict.code})`, {
-          hint: this.options.anonymous ? undefined : 'trust the peer\'s CA, allow the peer, or run in anonymous mode',
-        })
-      }
-    } catch (err) {
-      early?.rtc.close()
-      throw err
-    }
-    deadline.step = 'gathering ICE candidates'
-    const rtc = early?.rtc ?? (await this.newPeer('offerer', peerId))
-    this.outgoingRtc.add(rtc)
-    const id = newRequestId()
-    const answerKey = id.toString()
-    try {
-      const offer = await deadline.race(early?.offer ?? this.withMappedCandidate(rtc, rtc.createOffer({ signal: deadline.signal })))
-      let resolveAnswer!: (req: PeerConnectionRequest) => void
-      const answered = new Promise<PeerConnectionRequest>((resolve) => (resolveAnswer = resolve))
-      this.pendingAnswers.set(answerKey, { peerId, resolve: resolveAnswer })
-      // Listening starts here at the latest (answers arrive at our keys; a listen also returns what is already
-      // stored). Not earlier when not started: the values of earlier runs stored at our keys (answers to previous
-      // requests, 10 min) each cost an RSA decryption; here they are decrypted while we wait for the peer's answer
-      // instead of delaying the certificate lookup.
-      this.startListening()
-      deadline.step = 'publishing the request on the DHT'
-      // The answer may come before the put completes (a put also waits for slow or dead storage nodes).
-      const put = this.dht
-        .putEncrypted(
-          SecureDht.peerKey(peerId),
-          peerCert,
-          {
-            data: encodeRequest({ id, iceMsg: offer, isAnswer: false, connType, certificate: this.chainPem }),
-            userType: PEER_REQUEST_USER_TYPE,
-            ...(connType ? { pushType: connType } : {}),
-          },
-          { signal: deadline.signal },
-        )
-        .then(
-          (r) => ({ put: r.ok, error: undefined as unknown }),
-          (error: unknown) => ({ put: false, error }),
-        )
-      const first = await deadline.race(Promise.race([answered.then((answer) => ({ answer })), put]))
-      deadline.step = 'waiting for the answer on the DHT (no answer yet: the peer may be offline)'
-      let answer: PeerConnectionRequest
-      if ('answer' in first) answer = first.answer
-      else {
-        if (!first.put) {
-          deadline.throwIfAborted()
-          throw new DhtnetError(
-            'PEER_NOT_FOUND',
-            `the connection request to ${peer.hex} could not be stored on the DHT (${first.error ? (first.error as Error).message : 'no node accepted it'})`,
-            { hint: 'check the DHT bootstrap and that the node is connected', cause: first.error },
-          )
-        }
-        answer = await deadline.race(answered)
-      }
-      if (answer.refused) {
-        const code = answer.refused === 'BUSY' ? 'REFUSED' : answer.refused
-        throw new DhtnetError(code, `${peer.hex}: ${REFUSAL_MESSAGES[answer.refused]}`, {
-          hint: answer.refused === 'UNTRUSTED' ? 'the peer must trust our CA (or run anonymous)' : undefined,
-        })
-      }
-      const kind = classifyIceMessage(answer.iceMsg)
-      if (kind !== 'sdp') {
-        throw new DhtnetError(
-          'UNSUPPORTED_TRANSPORT',
-          kind === 'dhtnet-ice'
-            ? `${peer.hex} runs DHTNet's TLS-over-ICE-TCP transport, which this implementation does not speak`
-            : `${peer.hex} answered with an ICE message that is not a WebRTC session description`,
-          { hint: 'connect to a peer running DHTNet for Node' },
-        )
-      }
-      rtc.acceptAnswer(answer.iceMsg)
-      deadline.step = 'ICE connectivity checks and the DTLS handshake'
-      await deadline.race(rtc.waitConnected({ signal: deadline.signal }))
-      return this.addLink(id, peerId, chain, true, connType, rtc)
-    } catch (err) {
-      rtc.close(isDhtnetError(err) ? err : undefined)
-      throw err
-    } finally {
-      this.pendingAnswers.delete(answerKey)
-      this.outgoingRtc.delete(rtc)
-    }
-  }
-
-  private async newPeer(role: 'offerer' | 'answerer', peerId: string): Promise<WebRtcPeer> {
-    const mapper = this.options.portMapper
-    // With a port mapper: one known local port, so that it can be mapped (libjuice uses one socket per agent).
-    let port: number | undefined
-    if (mapper) {
-      try {
-        port = await freeUdpPort(this.options.bindAddress)
-      } catch (err) {
-        this.log('warn', `UPnP: no free local UDP port to map (${(err as Error).message}); connecting without a mapping`)
-      }
-    }
-    const rtc = new WebRtcPeer({
-      role,
-      iceServers: this.options.iceServers,
-      bindAddress: this.options.bindAddress,
-      portRange: port !== undefined ? { begin: port, end: port } : this.options.portRange,
-      logger: this.log,
-      name: `${role === 'offerer' ? 'to' : 'from'}-${peerId.slice(0, 8)}`,
-    })
-    if (mapper && port !== undefined) {
-      const mapped = port
-      const mapping = mapper.mapUdp(mapped, { signal: this.closing.signal }).then(
-        (m) => m,
-        (err: unknown) => {
-          this.log('info', `UPnP: no mapping for ${rtc.name} (${isDhtnetError(err) ? `${err.code}: ` : ''}${(err as Error).message}); connecting without it`)
-          return undefined
-        },
-      )
-      this.portMappings.set(rtc, mapping)
-      rtc.once('close', () => {
-        void mapping.then((m) => (m ? mapper.unmapUdp(mapped) : undefined))
-      })
-    }
-    return rtc
-  }
-
-  /** Our description, plus the srflx candidate of the connection's port mapping when there is one. */
-  private async withMappedCandidate(rtc: WebRtcPeer, description: Promise<string>): Promise<string> {
-    const mapping = this.portMappings.get(rtc)
-    if (!mapping) return description
-    const [sdp, m] = await Promise.all([description, mapping])
-    return m ? addMappedCandidate(sdp, m) : sdp
-  }
-
-  /** Wrap a connected peer connection into a multiplexed link and register it. */
-  private addLink(id: bigint, peerId: string, chain: X509Certificate[], initiator: boolean, connType: string, rtc: WebRtcPeer): PeerLink {
-    const peerCert = chain[0]!
-    const mux = new Multiplexer({
-      reliable: rtc.reliable,
-      datagram: rtc.datagram,
-      initiator,
-      keepaliveIntervalMs: this.options.keepaliveIntervalMs,
-      deadPeerTimeoutMs: this.options.deadPeerTimeoutMs,
-      sendHighWaterBytes: 1024 * 1024,
-      onChannelRequest: (name) => this.decideChannel(peerCert, name),
-      logger: {
-        debug: (m) => this.log('debug', m),
-        info: (m) => this.log('info', m),
-        warn: (m) => this.log('warn', m),
-        error: (m) => this.log('error', m),
-      },
-    })
-    const link = new PeerLink(id, peerId, publicKeyIds(peerCert).id, chain, initiator, connType, rtc, mux)
-    const device = this.device(peerId)
-    device.chain ??= chain
+  private register(c: NewConnection): PeerLink {
+    const peerCert = c.chain[0]!
+    const link = new PeerLink(c.id, c.peerId, publicKeyIds(peerCert).id, c.chain, c.initiator, c.connType, c.link, c.mux)
+    const device = this.devices.get(c.peerId)
+    device.chain ??= [...c.chain]
     device.links.add(link)
-    mux.on('channel', (ch: ChannelSocket) => {
-      this.trackChannel(link, ch)
-      this.fireReady(peerId, ch.name, ch)
-    })
-    mux.on('datagram-channel', (ch: DatagramChannel) => {
-      this.trackChannel(link, ch)
-      this.fireReady(peerId, ch.name, ch)
-    })
+    const onChannel = (ch: Channel): void => {
+      DeviceRegistry.trackChannel(link, ch)
+      this.fireReady(c.peerId, ch.name, ch)
+    }
+    c.mux.on('channel', onChannel)
+    c.mux.on('datagram-channel', onChannel)
     link.once('close', (err?: Error) => {
       device.links.delete(link)
-      this.log(err ? 'info' : 'debug', `connection ${id} with ${peerId.slice(0, 16)}… closed${err ? `: ${err.message}` : ''}`)
+      this.log(err ? 'info' : 'debug', `connection ${c.id} with ${c.peerId.slice(0, 16)}… closed${err ? `: ${err.message}` : ''}`)
       this.emit('connection-closed', link.info(), err)
-      this.maybeForgetDevice(peerId)
+      this.devices.forgetIfIdle(c.peerId)
     })
     if (this._closed) {
       link.close(new DhtnetError('CONNECTION_CLOSED', 'the connection manager was closed'))
       throw new DhtnetError('ABORTED', 'the connection manager was closed')
     }
     const info = link.info()
-    this.log('info', `connected to ${peerId.slice(0, 16)}… (${initiator ? 'outgoing' : 'incoming'}, ${info.candidatePair ?? '?'} ${info.remoteAddress ?? ''})`)
+    this.log('info', `connected to ${c.peerId.slice(0, 16)}… (${c.initiator ? 'outgoing' : 'incoming'}, ${info.mux} multiplexer, ${info.path})`)
     this.emit('connection', info)
     return link
   }
@@ -735,161 +531,16 @@ export class ConnectionManager extends EventEmitter {
   }
 
   // ---------------------------------------------------------------------------------------------------------------
-  // Incoming DHT values
-
-  private onDhtValue(value: DhtValue, legacy: boolean): void {
-    if (this._closed) return
-    if (value.userType !== PEER_REQUEST_USER_TYPE || !value.owner) return
-    // Only encrypted values addressed to us count (EncryptedValue::getFilter: signed and with a recipient).
-    if (!value.recipient || !value.recipient.equals(this.dht.keyId)) return
-    let req: PeerConnectionRequest
-    try {
-      req = decodeRequest(value.data)
-    } catch (err) {
-      this.log('debug', `ignoring a connection request: ${(err as Error).message}`)
-      return
-    }
-    const signer = createHash('sha256').update(value.owner).digest('hex')
-    if (signer === this.identity.longId) return
-    if (this.treated.checkAndAdd(signer, req.id)) return
-    if (req.isAnswer) {
-      const pending = this.pendingAnswers.get(req.id.toString())
-      if (!pending) {
-        this.log('debug', `ignoring an answer ${req.id} nobody waits for`)
-        return
-      }
-      if (pending.peerId !== signer) {
-        this.log('warn', `ignoring an answer ${req.id} signed by ${signer.slice(0, 16)}…, not by the device we asked`)
-        return
-      }
-      pending.resolve(req)
-      return
-    }
-    this.handleRequest(req, value.owner, signer, legacy).catch((err: unknown) => {
-      this.log('debug', `incoming connection ${req.id} from ${signer.slice(0, 16)}… failed: ${(err as Error).message}`)
-    })
-  }
-
-  private async handleRequest(req: PeerConnectionRequest, owner: Buffer, signer: string, legacy: boolean): Promise<void> {
-    const ownerIds = publicKeyIds(owner)
-    const replyKey = SecureDht.peerKey(legacy ? ownerIds.id : ownerIds.longId)
-    const ownerKey = createPublicKey({ key: owner, format: 'der', type: 'spki' })
-    const deadline = new Deadline(this.connectTimeoutMs, `incoming connection from ${signer.slice(0, 16)}…`, undefined, this.closing.signal)
-    deadline.onStep = (step, ms) => this.log('debug', `incoming ${req.id}: +${ms.toFixed(0)} ms: ${step}`)
-    const refuse = async (code: RefusalCode, why: string): Promise<void> => {
-      this.log('info', `refused a connection from ${ownerIds.id}: ${why}`)
-      if (this.options.silentRefusals) return
-      try {
-        await deadline.race(
-          this.dht.putEncrypted(
-            replyKey,
-            ownerKey,
-            { data: encodeRequest({ id: req.id, iceMsg: '', isAnswer: true, connType: '', refused: code }), userType: PEER_REQUEST_USER_TYPE },
-            { signal: deadline.signal },
-          ),
-        )
-      } catch (err) {
-        this.log('debug', `sending the refusal failed: ${(err as Error).message}`)
-      }
-    }
-    try {
-      if (this.incoming.size >= (this.options.maxPendingIncoming ?? 64)) return await refuse('BUSY', 'too many incoming handshakes in progress')
-      deadline.step = 'looking up the requester certificate'
-      let chain: X509Certificate[] | null = this.chainFromRequest(req, signer)
-      if (!chain) {
-        try {
-          chain = await deadline.race(this.dht.findCertificate(signer, { signal: deadline.signal }))
-        } catch (err) {
-          if (isDhtnetError(err) && err.code === 'ABORTED') return
-        }
-      }
-      if (!chain || chain.length === 0) return await refuse('CERT_NOT_FOUND', 'its certificate was not found on the DHT')
-      if (!publicKeyIds(chain[0]!).longId || publicKeyIds(chain[0]!).longId !== signer) {
-        return await refuse('UNTRUSTED', 'the certificate found does not match the signing key')
-      }
-      const verdict = this.trust.verify(chain, { anonymous: this.options.anonymous ?? false })
-      if (!verdict.ok) return await refuse('UNTRUSTED', `${verdict.reason} (${verdict.code})`)
-      const hook = this.iceRequestHook
-      if (hook) {
-        let ok = false
-        try {
-          ok = await deadline.race(Promise.resolve(hook(chain[0]!)))
-        } catch (err) {
-          this.log('warn', `onIceRequest failed: ${(err as Error).message}`)
-        }
-        if (!ok) return await refuse('REFUSED', 'onIceRequest declined it')
-      }
-      const kind = classifyIceMessage(req.iceMsg)
-      if (kind !== 'sdp') {
-        return await refuse(
-          'UNSUPPORTED_TRANSPORT',
-          kind === 'dhtnet-ice' ? "it runs DHTNet's TLS-over-ICE-TCP transport, which this implementation does not speak" : 'its ICE message is not a WebRTC session description',
-        )
-      }
-      deadline.step = 'gathering ICE candidates'
-      const rtc = await this.newPeer('answerer', signer)
-      this.incoming.add(rtc)
-      try {
-        const answer = await deadline.race(this.withMappedCandidate(rtc, rtc.createAnswer(req.iceMsg, { signal: deadline.signal })))
-        deadline.step = 'publishing the answer on the DHT'
-        // Not awaited: the requester gets the answer through its listen as soon as one storage node has it, while
-        // the put itself may wait for slow or dead nodes. A lost answer shows up as a timeout on its side.
-        this.dht
-          .putEncrypted(
-            replyKey,
-            ownerKey,
-            { data: encodeRequest({ id: req.id, iceMsg: answer, isAnswer: true, connType: '' }), userType: PEER_REQUEST_USER_TYPE },
-            { signal: deadline.signal },
-          )
-          .then(
-            (r) => {
-              if (!r.ok) this.log('warn', `the answer to ${ownerIds.id} could not be stored on the DHT`)
-            },
-            (err: unknown) => this.log('debug', `publishing the answer to ${ownerIds.id} failed: ${(err as Error).message}`),
-          )
-        // Our own checks start once the answer had time to reach the requester (see WebRtcPeer.startChecks);
-        // until then the requester's checks reach us and are answered, so on loopback or an open network nothing
-        // waits for this; behind NATs it delays the hole punching by this much.
-        setTimeout(() => rtc.startChecks(), ANSWERER_CHECKS_DELAY_MS).unref()
-        deadline.step = 'ICE connectivity checks and the DTLS handshake'
-        await deadline.race(rtc.waitConnected({ signal: deadline.signal }))
-        this.addLink(req.id, signer, chain, false, req.connType, rtc)
-      } catch (err) {
-        rtc.close(isDhtnetError(err) ? err : undefined)
-        throw err
-      } finally {
-        this.incoming.delete(rtc)
-      }
-    } finally {
-      deadline.dispose()
-    }
-  }
-
-  /** The chain a request carries, when it parses and its leaf key is the signer's; null otherwise. */
-  private chainFromRequest(req: PeerConnectionRequest, signer: string): X509Certificate[] | null {
-    if (!req.certificate) return null
-    try {
-      const chain = parseCertificateChain(req.certificate, 'the certificate in a connection request')
-      if (chain.length === 0 || chain.length > 8 || publicKeyIds(chain[0]!).longId !== signer) return null
-      this.dht.registerCertificate(chain)
-      return chain
-    } catch (err) {
-      this.log('debug', `ignoring the certificate of a request: ${(err as Error).message}`)
-      return null
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------------------------------
   // Queries and control
 
   /** true while a connectDevice for that name is in progress (connection set-up or channel request). */
   isConnecting(peer: string, name: string): boolean {
-    return this.lookupDevices(peer).some((d) => (d.pendingByName.get(name)?.size ?? 0) > 0)
+    return this.devices.lookup(peer).some((d) => (d.pendingByName.get(name)?.size ?? 0) > 0)
   }
 
   /** true when a live connection to the device exists. */
   isConnected(peer: string): boolean {
-    return this.lookupDevices(peer).some((d) => this.liveLink(d) !== undefined)
+    return this.devices.lookup(peer).some((d) => DeviceRegistry.liveLink(d) !== undefined)
   }
 
   /**
@@ -899,12 +550,8 @@ export class ConnectionManager extends EventEmitter {
   closeConnectionsWith(peer: string): number {
     const { hex } = parsePeerId(peer)
     let n = 0
-    for (const [key, device] of [...this.devices]) {
-      const chain = device.chain
-      const ids = chain ? publicKeyIds(chain[0]!) : undefined
-      const issuer = chain && chain.length > 1 ? publicKeyIds(chain[1]!) : undefined
-      const match = key === hex || ids?.id === hex || ids?.longId === hex || issuer?.id === hex || issuer?.longId === hex
-      if (!match) continue
+    for (const [key, device] of this.devices.entries()) {
+      if (!DeviceRegistry.matches(key, device, hex)) continue
       for (const link of [...device.links]) {
         link.close() // our decision: channels end quietly
         n++
@@ -915,7 +562,7 @@ export class ConnectionManager extends EventEmitter {
 
   /** The network changed: probe every connection now; dead ones close at once (within the probe timeout). */
   connectivityChanged(): void {
-    for (const device of this.devices.values()) {
+    for (const device of this.devices.all()) {
       for (const link of device.links) {
         link.mux.probe().catch(() => {
           // a failed probe closes the multiplexer, and with it the link
@@ -927,7 +574,7 @@ export class ConnectionManager extends EventEmitter {
   /** Live connections (optionally with one device). */
   connections(peer?: string): ConnectionInfo[] {
     const out: ConnectionInfo[] = []
-    for (const device of peer ? this.lookupDevices(peer) : this.devices.values()) {
+    for (const device of peer ? this.devices.lookup(peer) : this.devices.all()) {
       for (const link of device.links) if (!link.closed) out.push(link.info())
     }
     return out
@@ -936,95 +583,68 @@ export class ConnectionManager extends EventEmitter {
   /** Channels of one connection (by its id or ConnectionInfo). */
   channels(connection: string | ConnectionInfo): ChannelInfo[] {
     const id = typeof connection === 'string' ? connection : connection.id
-    for (const device of this.devices.values()) {
+    for (const device of this.devices.all()) {
       for (const link of device.links) if (link.id.toString() === id && !link.closed) return link.mux.channels()
     }
     return []
   }
 
+  /** Counters of incoming requests: handled, dropped by each limit, refused, connected. */
+  requestStats(): Readonly<ResponderStats> {
+    return { ...this.responder.stats }
+  }
+
   /** Number of live connections. */
   activeConnections(): number {
     let n = 0
-    for (const device of this.devices.values()) for (const link of device.links) if (!link.closed) n++
+    for (const device of this.devices.all()) for (const link of device.links) if (!link.closed) n++
     return n
   }
 
   // ---------------------------------------------------------------------------------------------------------------
 
+  private get certificates(): PeerCertificates {
+    return this.context.certificates
+  }
+
+  private context!: ManagerContext
+
+  private makeContext(policy: TransportPolicy): ManagerContext {
+    const context: ManagerContext = {
+      identity: this.identity,
+      dht: this.dht,
+      trust: this.options.trust,
+      anonymous: this.options.anonymous ?? false,
+      log: this.log,
+      certificates: new PeerCertificates(this.dht, this.log),
+      transports: this.transports,
+      policy,
+      chainPem: this.identity.chain.map((c) => c.toString()).join(''),
+      connectTimeoutMs: this.connectTimeoutMs,
+      closing: this.closing.signal,
+      keepaliveIntervalMs: this.options.keepaliveIntervalMs,
+      deadPeerTimeoutMs: this.options.deadPeerTimeoutMs,
+      decideChannel: (peerCert, name) => this.decideChannel(peerCert, name),
+      register: (c) => this.register(c),
+      startListening: () => this.startListening(),
+    }
+    this.context = context
+    return context
+  }
+
   private peerRef(idOrCert: PeerSpec): PeerRef {
     if (typeof idOrCert === 'string') {
       const { hex, kind } = parsePeerId(idOrCert)
       if (hex === this.identity.id || hex === this.identity.longId) throw new DhtnetError('BAD_PEER_ID', 'cannot connect to our own device id')
+      if (kind === 'longId') return { hex, longId: hex, chain: undefined }
       // A device we already know by its short id is keyed by its long id.
-      let longId = kind === 'longId' ? hex : undefined
-      let chain: X509Certificate[] | undefined
-      if (!longId) {
-        for (const [key, device] of this.devices) {
-          if (device.chain && publicKeyIds(device.chain[0]!).id === hex) {
-            longId = key
-            chain = device.chain
-            break
-          }
-        }
-      }
-      return { hex, longId, keyId: kind === 'id' ? hex : undefined, chain }
+      const known = this.devices.knownByKeyId(hex)
+      return { hex, longId: known?.longId, chain: known?.chain }
     }
     const chain = idOrCert instanceof X509Certificate ? [idOrCert] : [...idOrCert]
     if (chain.length === 0 || !(chain[0] instanceof X509Certificate)) throw new DhtnetError('BAD_PEER_ID', 'an empty certificate chain was given')
     const ids = publicKeyIds(chain[0])
     if (ids.longId === this.identity.longId) throw new DhtnetError('BAD_PEER_ID', 'cannot connect to our own device id')
-    return { hex: ids.longId, longId: ids.longId, keyId: ids.id, chain }
-  }
-
-  private device(key: string): DeviceState {
-    let d = this.devices.get(key)
-    if (!d) {
-      d = { links: new Set(), connecting: undefined, pendingByName: new Map(), chain: undefined }
-      this.devices.set(key, d)
-    }
-    return d
-  }
-
-  /** Every device entry for a peer id (either form): the one keyed by its long id, and a placeholder keyed by the
-   *  40-hex id while its certificate is being looked up. */
-  private lookupDevices(peer: string): DeviceState[] {
-    const { hex } = parsePeerId(peer)
-    const out: DeviceState[] = []
-    for (const [key, device] of this.devices) {
-      if (key === hex) out.push(device)
-      else if (device.chain) {
-        const ids = publicKeyIds(device.chain[0]!)
-        if (ids.id === hex || ids.longId === hex) out.push(device)
-      }
-    }
-    return out
-  }
-
-  private maybeForgetDevice(key: string): void {
-    const d = this.devices.get(key)
-    if (d && d.links.size === 0 && !d.connecting && d.pendingByName.size === 0) this.devices.delete(key)
-  }
-
-  private liveLink(device: DeviceState): PeerLink | undefined {
-    // The oldest live connection, as DHTNet's getConnectedInfo (first in id order).
-    for (const link of device.links) if (!link.closed) return link
-    return undefined
-  }
-
-  /** Remember a channel by name (uniqueName looks channels up in both directions, as DHTNet does). */
-  private trackChannel(link: PeerLink, channel: Channel): void {
-    link.channelsByName.set(channel.name, channel)
-    channel.once('close', () => {
-      if (link.channelsByName.get(channel.name) === channel) link.channelsByName.delete(channel.name)
-    })
-  }
-
-  private findChannel(device: DeviceState, name: string): Channel | undefined {
-    for (const link of device.links) {
-      if (link.closed) continue
-      const found = link.channelsByName.get(name)
-      if (found) return found
-    }
-    return undefined
+    return { hex: ids.longId, longId: ids.longId, chain }
   }
 }

@@ -1,13 +1,12 @@
 /**
- * One live connection to a device: a WebRTC peer connection and the multiplexer running over its data channels.
+ * One live connection to a device: an authenticated transport link and the multiplexer running over it.
  * Either side closing, or either layer dying, closes both (and every channel ends with the error).
  */
 import { EventEmitter } from 'node:events'
 import type { X509Certificate } from 'node:crypto'
-import type { Multiplexer } from '../mux/native/multiplexer.js'
-import type { ChannelSocket } from '../mux/native/channel-socket.js'
+import type { Mux, MuxProtocol, StreamChannel } from '../mux/mux.js'
 import type { DatagramChannel } from '../mux/native/datagram-channel.js'
-import type { WebRtcPeer } from '../transport/webrtc/webrtc.js'
+import type { Link, TransportName } from '../transport/transport.js'
 
 export interface ConnectionInfo {
   /** Connection id: the request id of the DHT exchange that created it (decimal). */
@@ -18,16 +17,24 @@ export interface ConnectionInfo {
   peerKeyId: string
   /** true when we asked for this connection (connectDevice); false when the peer did. */
   initiator: boolean
-  /** Peer address "ip:port" of the selected ICE pair. */
+  /** The transport carrying it: 'ice-tcp' (TLS over ICE-TCP, DHTNet's) or 'webrtc' (DTLS/SCTP over ICE-UDP). */
+  transport: TransportName
+  /** The multiplexer: 'native' (ours) or 'dhtnet' (DHTNet's MultiplexedSocket, a C++ peer). */
+  mux: MuxProtocol
+  /** When a side of the selected pair is a TURN relay: the protocol to that relay. */
+  relay: 'udp' | 'tcp' | undefined
+  /** A one-line description of the path: "ice-tcp host/host 10.0.0.1:4000 → 10.0.0.2:5000", "webrtc relay (UDP) …". */
+  path: string
+  /** Peer address "ip:port" of the selected pair. */
   remoteAddress: string | undefined
-  /** Our address "ip:port" of the selected ICE pair. */
+  /** Our address "ip:port" of the selected pair. */
   localAddress: string | undefined
   /** Selected candidate pair type, local/remote: 'host/host', 'srflx/relay', ... */
   candidatePair: string | undefined
   /** Bytes received/sent by the multiplexer (frame headers included). */
   bytesIn: number
   bytesOut: number
-  /** Bytes on the wire including DTLS/SCTP overhead. */
+  /** Bytes on the wire including the transport's own overhead. */
   wireBytesIn: number
   wireBytesOut: number
   createdAt: number
@@ -36,10 +43,12 @@ export interface ConnectionInfo {
   connType: string
 }
 
+export type Channel = StreamChannel | DatagramChannel
+
 export class PeerLink extends EventEmitter {
   readonly createdAt = Date.now()
   /** Open channels by name, both directions (the last one opened under a name wins). */
-  readonly channelsByName = new Map<string, ChannelSocket | DatagramChannel>()
+  readonly channelsByName = new Map<string, Channel>()
   private _closed = false
 
   constructor(
@@ -49,11 +58,11 @@ export class PeerLink extends EventEmitter {
     readonly peerChain: readonly X509Certificate[],
     readonly initiator: boolean,
     readonly connType: string,
-    readonly rtc: WebRtcPeer,
-    readonly mux: Multiplexer,
+    readonly link: Link,
+    readonly mux: Mux,
   ) {
     super()
-    rtc.once('close', (err?: Error) => this.close(err))
+    link.once('close', (err?: Error) => this.close(err))
     mux.once('close', (err?: Error) => this.close(err))
   }
 
@@ -70,26 +79,29 @@ export class PeerLink extends EventEmitter {
     if (this._closed) return
     this._closed = true
     this.mux.close(err)
-    this.rtc.close(err)
+    this.link.close(err)
     this.emit('close', err)
   }
 
   info(): ConnectionInfo {
-    const pair = this.rtc.selectedCandidatePair()
-    const fmt = (c: { address: string; port: number } | undefined) =>
-      c ? (c.address.includes(':') ? `[${c.address}]:${c.port}` : `${c.address}:${c.port}`) : undefined
+    const path = this.link.path
+    const relay = path.relay ? ` relay (${path.relay.toUpperCase()})` : ''
     return {
       id: this.id.toString(),
       peerId: this.peerId,
       peerKeyId: this.peerKeyId,
       initiator: this.initiator,
-      remoteAddress: fmt(pair?.remote),
-      localAddress: fmt(pair?.local),
-      candidatePair: pair?.type,
+      transport: this.link.transport,
+      mux: this.mux.protocol,
+      relay: path.relay,
+      path: `${path.transport}${relay} ${path.candidatePair ?? '?'} ${path.localAddress ?? '?'} → ${path.remoteAddress ?? '?'}`,
+      remoteAddress: path.remoteAddress,
+      localAddress: path.localAddress,
+      candidatePair: path.candidatePair,
       bytesIn: this.mux.bytesIn,
       bytesOut: this.mux.bytesOut,
-      wireBytesIn: this.rtc.bytesReceived,
-      wireBytesOut: this.rtc.bytesSent,
+      wireBytesIn: this.link.wireBytesIn,
+      wireBytesOut: this.link.wireBytesOut,
       createdAt: this.createdAt,
       ageMs: Date.now() - this.createdAt,
       channels: this.mux.closed ? 0 : this.mux.channels().length,

@@ -4,11 +4,15 @@
  *
  *   msgpack map { "id": uint64, "ice_msg": str, "isAnswer": bool, "connType": str }
  *
- * `id` is the connection id chosen by the requester (random in [1, 2^53]); the answer echoes it. Our `ice_msg` is a
- * complete WebRTC SDP. One extension: an answer may carry `"refused": "<CODE>"` (and an empty ice_msg) so that a
- * requester we decline fails at once with that code instead of waiting for a timeout; and a request may carry
- * `"cert": "<PEM chain>"` (see `certificate`). msgpack-c's MSGPACK_DEFINE_MAP ignores unknown keys, so a C++ peer is
- * not disturbed by either.
+ * `id` is the connection id chosen by the requester (random in [1, 2^53]); the answer echoes it. `ice_msg` is DHTNet's
+ * own ICE-TCP description ("ufrag\npwd\ncandidate lines", transport/ice-tcp), empty when we do not offer that
+ * transport. Extensions, which msgpack-c's MSGPACK_DEFINE_MAP skips so a C++ peer is not disturbed:
+ *  - `"dnx": 1` on every value of ours: the peer runs this implementation (native multiplexer, the extensions below);
+ *    its absence means a C++ DHTNet peer (DHTNet's MultiplexedSocket over ICE-TCP + TLS only);
+ *  - `"sdp": "<WebRTC SDP>"`: the WebRTC transport's description, when offered;
+ *  - `"cert": "<PEM chain>"` on requests (see `certificate`);
+ *  - `"refused": "<CODE>"` on answers (with an empty ice_msg), so that a requester we decline fails at once with
+ *    that code instead of waiting for a timeout.
  */
 import { randomInt } from 'node:crypto'
 import { DhtnetError } from '../errors.js'
@@ -17,8 +21,10 @@ import { msgpackDecode, msgpackEncode } from '../dht/value.js'
 export const PEER_REQUEST_USER_TYPE = 'peer_request'
 /** DHTNet draws ids uniformly in [1, 2^53]. */
 export const ID_MAX = 2n ** 53n
-/** Largest ice_msg we accept (ours are < 1 KiB; DHTNet's with many candidates a few KiB). */
+/** Largest ice_msg (and sdp) we accept (ours are < 1 KiB; DHTNet's with many candidates a few KiB). */
 const MAX_ICE_MSG = 64 * 1024
+/** Version of our extensions (`dnx`). */
+export const NATIVE_SIGNALLING_VERSION = 1
 const MAX_CONN_TYPE = 256
 /** A PEM chain of a few RSA-4096 certificates stays far below this. */
 const MAX_CERT_PEM = 32 * 1024
@@ -34,6 +40,10 @@ export interface PeerConnectionRequest {
   connType: string
   /** Our extension on answers: the request was declined for this reason. */
   refused?: RefusalCode
+  /** Our extension: the version of our signalling extensions; absent for a C++ DHTNet peer. */
+  native?: number
+  /** Our extension: the WebRTC transport's description (SDP). */
+  sdp?: string
   /**
    * Our extension on requests: the requester's certificate chain (PEM, leaf first), so the responder need not look
    * it up on the DHT (one round trip less, and no race with the requester's own certificate publication). It is
@@ -56,6 +66,8 @@ export function encodeRequest(req: PeerConnectionRequest): Buffer {
     isAnswer: req.isAnswer,
     connType: req.connType,
   }
+  if (req.native !== undefined) map.dnx = req.native
+  if (req.sdp) map.sdp = req.sdp
   if (req.refused) map.refused = req.refused
   if (req.certificate) map.cert = req.certificate
   return msgpackEncode(map)
@@ -65,7 +77,7 @@ export function encodeRequest(req: PeerConnectionRequest): Buffer {
 export function decodeRequest(data: Uint8Array | undefined): PeerConnectionRequest {
   const bad = (why: string) => new DhtnetError('BAD_REQUEST', `malformed connection request: ${why}`)
   if (!data || data.length === 0) throw bad('no data')
-  if (data.length > MAX_ICE_MSG + MAX_CERT_PEM + 1024) throw bad(`${data.length} bytes is too large`)
+  if (data.length > 2 * MAX_ICE_MSG + MAX_CERT_PEM + 1024) throw bad(`${data.length} bytes is too large`)
   let obj: unknown
   try {
     obj = msgpackDecode(data, 'connection request')
@@ -90,6 +102,8 @@ export function decodeRequest(data: Uint8Array | undefined): PeerConnectionReque
   if (typeof connType !== 'string' || connType.length > MAX_CONN_TYPE) throw bad('connType is not a short string')
   const req: PeerConnectionRequest = { id, iceMsg, isAnswer, connType }
   if (typeof o.cert === 'string' && o.cert.length <= MAX_CERT_PEM) req.certificate = o.cert
+  if (typeof o.dnx === 'number' && Number.isSafeInteger(o.dnx) && o.dnx >= 1) req.native = o.dnx
+  if (typeof o.sdp === 'string' && o.sdp.length <= MAX_ICE_MSG) req.sdp = o.sdp
   if (typeof o.refused === 'string') {
     req.refused = (REFUSAL_CODES as readonly string[]).includes(o.refused) ? (o.refused as RefusalCode) : 'REFUSED'
   }

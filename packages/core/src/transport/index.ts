@@ -1,4 +1,4 @@
-export type { MessageTransport, TransportName, PathInfo, Link, Transport, TransportSession, TransportSessionContext } from './transport.js'
+export type { MessageTransport, TransportName, PathInfo, Link, Transport, TransportSession, TransportSessionContext, TransportConnectOptions } from './transport.js'
 export { WebRtcPeer } from './webrtc/webrtc.js'
 export type { WebRtcPeerOptions, WebRtcRole, WebRtcState, CandidateInfo, CandidatePair } from './webrtc/webrtc.js'
 export { DataChannelTransport } from './webrtc/datachannel-transport.js'

@@ -89,6 +89,16 @@ export interface TransportSessionContext {
   readonly signal: AbortSignal
 }
 
+export interface TransportConnectOptions {
+  /** The peer's description of this transport (the requester gets it from the answer). */
+  readonly remoteDescription?: string | undefined
+  /** See TransportSessionContext.peerIsNative (the requester learns it from the answer). */
+  readonly peerIsNative?: boolean | undefined
+  /** The peer's chain, when the session was started before it was known (it replaces the context's). */
+  readonly peerChain?: readonly X509Certificate[] | undefined
+  readonly signal: AbortSignal
+}
+
 export interface TransportSession {
   /** Our description, to put in the request (requester) or the answer (responder). */
   readonly localDescription: string
@@ -96,7 +106,7 @@ export interface TransportSession {
    * Connect and authenticate. The requester gives the peer's description (from the answer); the responder gave it
    * at start. Rejects with a DhtnetError (ICE_FAILED, TLS_FAILED, UNTRUSTED, TIMEOUT, ABORTED, ...).
    */
-  connect(options: { remoteDescription?: string | undefined; peerIsNative?: boolean | undefined; signal: AbortSignal }): Promise<Link>
+  connect(options: TransportConnectOptions): Promise<Link>
   /** Give up (a failed or losing attempt): frees every socket, allocation and timer. Idempotent, never throws. */
   close(err?: Error): void
 }

@@ -52,6 +52,12 @@ export interface MultiplexerOptions {
   maxChannels?: number
   /** Default timeout of openChannel/openDatagramChannel (default 30000 ms). */
   openTimeoutMs?: number
+  /**
+   * Send nothing until the peer's HELLO arrived ('hello' event), then answer with ours. The connection layer uses it
+   * on the requester's side when several transports race: the responder picks the winning link by starting its
+   * multiplexer there first, and the requester keeps the link whose HELLO came first.
+   */
+  awaitPeerHello?: boolean
   logger?: LoggerLike
 }
 
@@ -116,7 +122,7 @@ function protocolError(message: string): DhtnetError {
  * control and half-close) on the reliable transport, datagram channels on the unreliable one.
  *
  * Events: 'channel' (ChannelSocket) and 'datagram-channel' (DatagramChannel) for accepted incoming channels;
- * 'close' (err?: Error) once.
+ * 'hello' (version) when the peer's HELLO arrived; 'close' (err?: Error) once.
  */
 export class Multiplexer extends EventEmitter implements Mux {
   readonly protocol = 'native'
@@ -162,6 +168,8 @@ export class Multiplexer extends EventEmitter implements Mux {
   private _closed = false
   private closeError: Error | undefined
   private peerVersion: number | undefined
+  /** awaitPeerHello: our HELLO waits for the peer's. */
+  private helloPending: boolean
 
   private readonly streamHost: StreamChannelHost
   private readonly datagramHost: DatagramChannelHost
@@ -185,6 +193,7 @@ export class Multiplexer extends EventEmitter implements Mux {
     this.maxChannels = options.maxChannels ?? 16384
     this.openTimeoutMs = options.openTimeoutMs ?? 30000
     this.nextChannelId = this.initiator ? 1 : 2
+    this.helloPending = options.awaitPeerHello ?? false
     if (!this.reliable.reliable) throw new DhtnetError('INVALID_ARGUMENT', 'the multiplexer needs a reliable transport')
     if (this.channelWindow < 1) throw new DhtnetError('INVALID_ARGUMENT', 'channelWindowBytes must be at least 1')
 
@@ -219,6 +228,10 @@ export class Multiplexer extends EventEmitter implements Mux {
       queueMicrotask(() => this.close(new DhtnetError('CONNECTION_CLOSED', 'the transport was already closed')))
       return
     }
+    if (!this.helloPending) this.sayHello()
+  }
+
+  private sayHello(): void {
     this.sendControl(encodeHello(MUX_PROTOCOL_VERSION, this.datagram ? HELLO_FLAG_DATAGRAM_TRANSPORT : 0))
     this.startKeepalive()
   }
@@ -554,6 +567,9 @@ export class Multiplexer extends EventEmitter implements Mux {
   private handleFrame(frame: Buffer): void {
     if (frame.length < FRAME_HEADER_BYTES) throw protocolError(`truncated frame of ${frame.length} bytes`)
     const type = frame[0]!
+    if (this.helloPending && type !== FrameType.HELLO && type !== FrameType.GOAWAY) {
+      throw protocolError(`${frameTypeName(type)} frame before HELLO`)
+    }
     const id = frame.readUInt32BE(1)
     const body = frame.subarray(FRAME_HEADER_BYTES)
     switch (type) {
@@ -633,6 +649,11 @@ export class Multiplexer extends EventEmitter implements Mux {
         { hint: 'upgrade the older side' },
       )
     }
+    if (this.helloPending) {
+      this.helloPending = false
+      this.sayHello()
+    }
+    this.emit('hello', version)
   }
 
   private onOpen(id: number, body: Buffer): void {

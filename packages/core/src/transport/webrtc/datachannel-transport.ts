@@ -37,6 +37,8 @@ export class DataChannelTransport extends EventEmitter implements MessageTranspo
   /** Messages received before the first 'message' listener (undefined once delivered). */
   private early: Buffer[] | undefined = []
   private earlyBytes = 0
+  /** takeFirstMessage() waiting for a message. */
+  private firstWaiter: ((message: Buffer) => void) | undefined
 
   constructor(dc: DataChannel, options: DataChannelTransportOptions) {
     super()
@@ -57,6 +59,12 @@ export class DataChannelTransport extends EventEmitter implements MessageTranspo
       if (this._closed) return
       const buf = Buffer.isBuffer(msg) ? msg : typeof msg === 'string' ? Buffer.from(msg, 'utf8') : Buffer.from(msg as ArrayBuffer)
       this._bytesReceived += buf.length
+      if (this.firstWaiter) {
+        const waiter = this.firstWaiter
+        this.firstWaiter = undefined
+        waiter(buf)
+        return
+      }
       if (this.early) {
         // Nobody listens yet: the peer's side was ready first. Keep the messages (bounded) for the first listener.
         this.earlyBytes += buf.length
@@ -89,6 +97,42 @@ export class DataChannelTransport extends EventEmitter implements MessageTranspo
       this.close()
     })
     if (dc.isOpen()) this._opened = true
+  }
+
+  /**
+   * The first message, taken before any 'message' listener exists (a link-level preamble): the messages after it
+   * stay queued for the first listener. Rejects when the transport closes or the signal aborts.
+   */
+  takeFirstMessage(signal: AbortSignal): Promise<Buffer> {
+    if (!this.early) return Promise.reject(new DhtnetError('INTERNAL_ERROR', 'takeFirstMessage() after a message listener was attached'))
+    const queued = this.early.shift()
+    if (queued) {
+      this.earlyBytes -= queued.length
+      return Promise.resolve(queued)
+    }
+    if (this._closed) return Promise.reject(new DhtnetError('TRANSPORT_CLOSED', `data channel ${this.label} is closed`))
+    return new Promise<Buffer>((resolve, reject) => {
+      const done = (): void => {
+        this.firstWaiter = undefined
+        signal.removeEventListener('abort', onAbort)
+        this.off('close', onClose)
+      }
+      const onAbort = (): void => {
+        done()
+        reject(new DhtnetError('ABORTED', 'aborted while waiting for the first message', { cause: signal.reason }))
+      }
+      const onClose = (err?: Error): void => {
+        done()
+        reject(err ?? new DhtnetError('TRANSPORT_CLOSED', `data channel ${this.label} closed`))
+      }
+      if (signal.aborted) return onAbort()
+      this.firstWaiter = (message) => {
+        done()
+        resolve(message)
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.on('close', onClose)
+    })
   }
 
   get label(): string {

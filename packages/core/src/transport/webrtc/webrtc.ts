@@ -22,7 +22,7 @@ import { DhtnetError, throwIfAborted } from '../../errors.js'
 import { DataChannelTransport } from './datachannel-transport.js'
 import { type IceServerSpec, parseIceServers } from './ice-servers.js'
 import { acquireNative, nativeModule } from './native.js'
-import { checkRemoteSdp, normalizeFingerprint, sdpCandidates } from './sdp.js'
+import { checkRemoteSdp, normalizeFingerprint, sdpCandidates, sdpFingerprint } from './sdp.js'
 import { type Logger, type LoggerLike, toLogger } from '../../util/log.js'
 
 export type WebRtcRole = 'offerer' | 'answerer'
@@ -94,6 +94,7 @@ export class WebRtcPeer extends EventEmitter {
   private _state: WebRtcState = 'new'
   private closeError: Error | undefined
   private expectedFingerprint: string | undefined
+  private ownFingerprint: string | undefined
   private iceConnected = false
   private connectedPromise: Promise<void> | undefined
   private pair: CandidatePair | null = null
@@ -217,9 +218,9 @@ export class WebRtcPeer extends EventEmitter {
       if (/without ICE transport/.test(message)) {
         // libdatachannel tore the connection down while applying a valid answer (a race inside the library when
         // ICE completes during setRemoteDescription). Transient: a new attempt normally succeeds.
-        const e = new DhtnetError('ICE_FAILED', `the WebRTC stack failed while applying the answer: ${message}`, { cause: err })
+        const e = new DhtnetError('ICE_FAILED', `the WebRTC stack failed while applying the answer: ${message}`, { cause: err, retryable: true })
         this.close(e)
-        throw Object.assign(e, { transient: true })
+        throw e
       }
       throw new DhtnetError('BAD_SDP', `the answer was refused by the WebRTC stack: ${message}`, { cause: err })
     }
@@ -308,6 +309,11 @@ export class WebRtcPeer extends EventEmitter {
     const p = this.selectedCandidatePair()
     if (!p) return undefined
     return p.remote.address.includes(':') ? `[${p.remote.address}]:${p.remote.port}` : `${p.remote.address}:${p.remote.port}`
+  }
+
+  /** SHA-256 fingerprint (AA:BB:..) of our own DTLS certificate, as in our description. */
+  get localFingerprint(): string | undefined {
+    return this.ownFingerprint
   }
 
   /** SHA-256 fingerprint (AA:BB:..) the peer's DTLS certificate was checked against. */
@@ -426,6 +432,7 @@ export class WebRtcPeer extends EventEmitter {
     if (this._state === 'closed') throw this.closeError ?? closedError()
     const desc = this.pc.localDescription()
     if (!desc) throw new DhtnetError('WEBRTC_ERROR', `${this.name}: no local description was produced`)
+    this.ownFingerprint = sdpFingerprint(desc.sdp)
     if (sdpCandidates(desc.sdp).length === 0) {
       throw new DhtnetError('ICE_FAILED', 'no ICE candidate could be gathered (no usable network interface?)', {
         hint: 'check the network configuration or the bind address',

@@ -1,0 +1,38 @@
+/**
+ * The multiplexer that runs on a link: ours between two of our peers (over message links as they are, over byte
+ * streams with length framing), DHTNet's MultiplexedSocket with a C++ DHTNet peer.
+ */
+import type { X509Certificate } from 'node:crypto'
+import { DhtnetError } from '../errors.js'
+import type { Mux } from '../mux/mux.js'
+import { Multiplexer } from '../mux/native/multiplexer.js'
+import type { MessageTransport, Link } from '../transport/transport.js'
+import type { ManagerContext } from './context.js'
+
+/** Our multiplexer's send high-water mark on a link's reliable transport. */
+const NATIVE_SEND_HIGH_WATER = 1024 * 1024
+
+function reliableOf(link: Link): MessageTransport {
+  if (link.reliable) return link.reliable
+  throw new DhtnetError('UNSUPPORTED_TRANSPORT', `the ${link.transport} link carries a byte stream, which our multiplexer cannot use yet`)
+}
+
+/** Our multiplexer on a link. `awaitPeerHello`: the requester's side of a race (transports.ts). */
+export function nativeMux(ctx: ManagerContext, link: Link, peerCert: X509Certificate, initiator: boolean, awaitPeerHello: boolean): Multiplexer {
+  return new Multiplexer({
+    reliable: reliableOf(link),
+    ...(link.datagram ? { datagram: link.datagram } : {}),
+    initiator,
+    awaitPeerHello,
+    ...(ctx.keepaliveIntervalMs !== undefined ? { keepaliveIntervalMs: ctx.keepaliveIntervalMs } : {}),
+    ...(ctx.deadPeerTimeoutMs !== undefined ? { deadPeerTimeoutMs: ctx.deadPeerTimeoutMs } : {}),
+    sendHighWaterBytes: NATIVE_SEND_HIGH_WATER,
+    onChannelRequest: (name) => ctx.decideChannel(peerCert, name),
+    logger: ctx.log,
+  })
+}
+
+/** DHTNet's MultiplexedSocket on an ICE-TCP link, for a C++ DHTNet peer. */
+export function dhtnetMux(_ctx: ManagerContext, link: Link, _peerCert: X509Certificate, _initiator: boolean): Mux {
+  throw new DhtnetError('UNSUPPORTED_TRANSPORT', `DHTNet's multiplexer is not available on the ${link.transport} link`)
+}

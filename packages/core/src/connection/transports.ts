@@ -1,0 +1,192 @@
+/**
+ * Transport choice for one connection: which transports we offer and answer with, where each one's description
+ * travels in the signalling, how the attempts race, and which multiplexer runs on the winner.
+ *
+ * - A C++ DHTNet peer (no `dnx` key in its value) speaks only ICE-TCP + TLS with DHTNet's MultiplexedSocket.
+ * - Between two of our peers every transport both sides enable is started; the responder keeps the first link that
+ *   authenticates and starts our multiplexer on it; the requester keeps the link on which the responder's HELLO
+ *   arrives (its multiplexers wait for it: `awaitPeerHello`) and closes the others. No extra message, no guessing.
+ */
+import { DhtnetError, isDhtnetError } from '../errors.js'
+import type { Logger } from '../util/log.js'
+import type { Link, Transport, TransportName, TransportSession } from '../transport/transport.js'
+import type { Mux } from '../mux/mux.js'
+import { Multiplexer, type MultiplexerOptions } from '../mux/native/multiplexer.js'
+import type { PeerConnectionRequest } from './signalling.js'
+import type { Deadline } from '../util/deadline.js'
+
+/** Which transports a connection may use: both (default), only ICE-TCP + TLS, or only WebRTC. */
+export type TransportPolicy = 'auto' | 'tcp' | 'webrtc'
+
+export const TRANSPORT_POLICIES: readonly TransportPolicy[] = ['auto', 'tcp', 'webrtc']
+
+/** Multiplexers for a link: ours, or DHTNet's MultiplexedSocket (a C++ peer). */
+export interface MuxFactories {
+  /** Our multiplexer over a byte-stream link needs message framing on the stream. */
+  native(link: Link, options: Omit<MultiplexerOptions, 'reliable' | 'datagram'>): Mux
+  /** DHTNet's MultiplexedSocket over a byte-stream link; undefined when not available. */
+  dhtnet?: ((link: Link, options: { initiator: boolean; onChannelRequest: MultiplexerOptions['onChannelRequest']; logger: Logger }) => Mux) | undefined
+}
+
+/** The description of a transport inside a request or answer. */
+export function descriptionIn(value: PeerConnectionRequest, name: TransportName): string | undefined {
+  const text = name === 'ice-tcp' ? value.iceMsg : value.sdp
+  return text ? text : undefined
+}
+
+/** Put a transport's description into a request or answer. */
+export function setDescription(value: PeerConnectionRequest, name: TransportName, description: string): void {
+  if (name === 'ice-tcp') value.iceMsg = description
+  else value.sdp = description
+}
+
+/** The transports a policy allows, among those configured. */
+export function allowedTransports(transports: readonly Transport[], policy: TransportPolicy): Transport[] {
+  return transports.filter((t) => policy === 'auto' || (policy === 'tcp' ? t.name === 'ice-tcp' : t.name === 'webrtc'))
+}
+
+/** A started attempt on one transport. */
+export interface Attempt {
+  readonly transport: TransportName
+  readonly session: TransportSession
+  /** Aborted when the attempt lost (or the whole connection failed). */
+  readonly controller: AbortController
+}
+
+/** Close every attempt except `keep`. */
+export function closeAttempts(attempts: readonly Attempt[], keep?: Attempt, err?: Error): void {
+  for (const a of attempts) {
+    if (a === keep) continue
+    a.controller.abort(err)
+    a.session.close(err)
+  }
+}
+
+/**
+ * The error to report when every attempt failed: the deadline's own error when it expired, else the most telling
+ * failure (a peer proving another identity beats a TLS failure beats "no path"), naming every transport's outcome.
+ */
+export function combinedFailure(failures: ReadonlyArray<{ transport: TransportName; error: unknown }>, deadline: Deadline): Error {
+  if (deadline.signal.aborted) return deadline.error()
+  if (failures.length === 1) return failures[0]!.error as Error
+  const rank = (e: unknown): number => {
+    if (!isDhtnetError(e)) return 0
+    switch (e.code) {
+      case 'UNTRUSTED':
+      case 'IDENTITY_MISMATCH':
+        return 4
+      case 'TLS_FAILED':
+        return 3
+      case 'ICE_FAILED':
+      case 'UDP_BLOCKED':
+        return 2
+      default:
+        return 1
+    }
+  }
+  const best = [...failures].sort((a, b) => rank(b.error) - rank(a.error))[0]!
+  const summary = failures.map((f) => `${f.transport}: ${(f.error as Error)?.message ?? String(f.error)}`).join('; ')
+  const code = isDhtnetError(best.error) ? best.error.code : 'ICE_FAILED'
+  return new DhtnetError(code, `no transport connected (${summary})`, {
+    cause: best.error,
+    hint: isDhtnetError(best.error) ? best.error.hint : undefined,
+  })
+}
+
+/**
+ * Responder side: connect every attempt; the first link to authenticate wins, the others are closed.
+ * Resolves with the winning link and its attempt.
+ */
+export function firstLink(attempts: readonly Attempt[], connect: (a: Attempt) => Promise<Link>, deadline: Deadline): Promise<{ link: Link; attempt: Attempt }> {
+  return new Promise((resolve, reject) => {
+    const failures: Array<{ transport: TransportName; error: unknown }> = []
+    let settled = false
+    for (const attempt of attempts) {
+      connect(attempt).then(
+        (link) => {
+          if (settled) {
+            link.close()
+            return
+          }
+          settled = true
+          closeAttempts(attempts, attempt)
+          resolve({ link, attempt })
+        },
+        (error: unknown) => {
+          failures.push({ transport: attempt.transport, error })
+          if (!settled && failures.length === attempts.length) {
+            settled = true
+            reject(combinedFailure(failures, deadline))
+          }
+        },
+      )
+    }
+  })
+}
+
+/**
+ * Requester side, between two of our peers: every link that authenticates gets a multiplexer waiting for the
+ * responder's HELLO; the first to receive it wins and the other attempts are closed.
+ */
+export function linkChosenByPeer(
+  attempts: readonly Attempt[],
+  connect: (a: Attempt) => Promise<Link>,
+  makeMux: (link: Link) => Multiplexer,
+  deadline: Deadline,
+): Promise<{ link: Link; mux: Multiplexer; attempt: Attempt }> {
+  return new Promise((resolve, reject) => {
+    const failures: Array<{ transport: TransportName; error: unknown }> = []
+    const waiting = new Set<Multiplexer>()
+    let settled = false
+    const fail = (attempt: Attempt, error: unknown): void => {
+      failures.push({ transport: attempt.transport, error })
+      if (!settled && failures.length === attempts.length) {
+        settled = true
+        reject(combinedFailure(failures, deadline))
+      }
+    }
+    for (const attempt of attempts) {
+      connect(attempt).then(
+        (link) => {
+          if (settled) {
+            link.close()
+            return
+          }
+          const mux = makeMux(link)
+          waiting.add(mux)
+          const onHello = (): void => {
+            mux.off('close', onClose)
+            waiting.delete(mux)
+            if (settled) {
+              mux.close()
+              link.close()
+              return
+            }
+            settled = true
+            for (const other of waiting) other.close()
+            waiting.clear()
+            closeAttempts(attempts, attempt)
+            resolve({ link, mux, attempt })
+          }
+          const onClose = (err?: Error): void => {
+            mux.off('hello', onHello)
+            waiting.delete(mux)
+            link.close(err)
+            fail(attempt, err ?? new DhtnetError('CONNECTION_CLOSED', `the ${attempt.transport} link closed before the peer chose it`))
+          }
+          mux.once('hello', onHello)
+          mux.once('close', onClose)
+        },
+        (error: unknown) => fail(attempt, error),
+      )
+    }
+    deadline.signal.addEventListener(
+      'abort',
+      () => {
+        for (const mux of waiting) mux.close()
+        waiting.clear()
+      },
+      { once: true },
+    )
+  })
+}
