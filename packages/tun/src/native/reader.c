@@ -19,7 +19,11 @@ static bool new_slab(tun_device *dev) {
   if (size < SLAB_MIN_SIZE) size = SLAB_MIN_SIZE;
   napi_value buffer;
   void *data;
-  if (napi_create_buffer(dev->env, size, &data, &buffer) != napi_ok) return false;
+  if (napi_create_buffer(dev->env, size, &data, &buffer) != napi_ok) {
+    napi_value ignored; /* out of memory: reported as a read error (ENOMEM), not as a stray JS exception */
+    napi_get_and_clear_last_exception(dev->env, &ignored);
+    return false;
+  }
   if (napi_create_reference(dev->env, buffer, 1, &dev->slab_ref) != napi_ok) return false;
   dev->slab = data;
   dev->slab_size = size;
