@@ -9,6 +9,8 @@
  *    write() after close() throws CLOSED;
  *  - writeMany: the kernel takes the IP packets (its RX counter), refuses a non-IP one (stats.writeErrors);
  *  - pause(): packets wait in the kernel queue, resume() delivers them;
+ *  - a name in use (by our other device: EBUSY; by the loopback: EINVAL) gives TUN_ERROR with a hint;
+ *  - a worker thread terminated while its device reads: the interface goes away, the process lives on;
  *  - close() removes the interface; so does a device the JS side forgets (the finalizer, after a GC);
  *  - an MTU raised behind the addon's back: the oversized packet is dropped and counted, the next one arrives whole
  *    (IPv4, then IPv6);
@@ -153,6 +155,26 @@ describe('TUN devices in a network namespace', { skip, timeout: 180_000 }, () =>
     await child!.request({ op: 'resume', id: 'a' }, (e) => e.ev === 'done' && e.op === 'resume', 'resume')
     const delivered = await child!.waitFor((e) => child!.events.indexOf(e) >= from && e.ev === 'packet' && (e.icmp as { type: number } | undefined)?.type === 8, 'the queued echo request')
     assert.equal(delivered.dst, PEER)
+  })
+
+  test('a name in use gives TUN_ERROR with a hint', async () => {
+    for (const name of ['dvpnt0', 'lo']) {
+      const e = await child!.request({ op: 'open', id: `dup-${name}`, options: { name } }, (e) => e.id === `dup-${name}`, `open ${name}`)
+      assert.equal(e.ev, 'open-error')
+      assert.equal(e.code, 'TUN_ERROR', JSON.stringify(e))
+      assert.match(String(e.message), name === 'lo' ? /another type/ : /in use by another process \(EBUSY\)/)
+      assert.match(String(e.hint), /dvpn%d/)
+    }
+    assert.ok(ns!.linkExists('dvpnt0'), 'the device in use is untouched')
+  })
+
+  test('a worker thread ending while its device reads closes it', async () => {
+    const opened = await child!.request({ op: 'worker', name: 'wrk0' }, (e) => e.ev === 'worker-opened', 'the worker device')
+    assert.equal(opened.name, 'wrk0')
+    await child!.waitFor((e) => e.ev === 'worker-exit', 'the worker to end')
+    for (let i = 0; i < 50 && ns!.linkExists('wrk0'); i++) await new Promise((r) => setTimeout(r, 100))
+    assert.equal(ns!.linkExists('wrk0'), false, 'the teardown hook closed the fd')
+    assert.equal(typeof (await stats('a')).packetsIn, 'number', 'the process lives on')
   })
 
   test('a device the JS side forgets is closed by its finalizer', async () => {

@@ -12,10 +12,14 @@
  *   {"op":"pause"|"resume","id":"a"}        → {"ev":"done","op","id","isPaused"}
  *   {"op":"close","id":"a"}                 → {"ev":"closed","id"} (on the device's 'close' event)
  *   {"op":"forget","id":"a"}                → drops every reference without close(), runs the GC → {"ev":"forgotten","id"}
+ *   {"op":"worker","name":"w0"}             → a worker thread opens TUN w0 through the addon and reads; once it
+ *                                             said so the worker is terminated → {"ev":"worker-opened"}, {"ev":"worker-exit","code"}
  *   {"op":"exit"}                           → closes everything, exits 0
  * Device events: {"ev":"device-error","id","code","message","hint"}.
  */
+import { once } from 'node:events'
 import { createInterface } from 'node:readline'
+import { Worker } from 'node:worker_threads'
 import { setImmediate as tick } from 'node:timers/promises'
 import { openTun, type TunDevice, type TunOptions } from '../../src/index.js'
 import { echoReply, parseIpv4 } from './ip.js'
@@ -23,6 +27,7 @@ import { echoReply, parseIpv4 } from './ip.js'
 interface Command {
   op: string
   id?: string
+  name?: string
   options?: TunOptions
   hex?: string | string[]
 }
@@ -66,6 +71,25 @@ function echo(id: string, dev: TunDevice): void {
   })
 }
 
+/** A worker thread that opens a TUN with the addon itself (plain JS: no loader in the worker) and is terminated
+ *  while reading: the addon's environment-teardown hook must close it (and the process must survive). */
+async function workerDevice(name: string): Promise<void> {
+  const addon = new URL('../../build/Release/dhtnet_tun.node', import.meta.url).pathname
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads')
+     const { TunHandle } = require(workerData.addon)
+     const handle = new TunHandle('/dev/net/tun', workerData.name, new Uint32Array(new ArrayBuffer(512)))
+     handle.onpackets = () => {}
+     handle.startReading()
+     parentPort.postMessage(handle.name())`,
+    { eval: true, workerData: { addon, name } },
+  )
+  const [opened] = (await once(worker, 'message')) as [string]
+  out({ ev: 'worker-opened', name: opened })
+  const code = await worker.terminate()
+  out({ ev: 'worker-exit', code })
+}
+
 async function handle(cmd: Command): Promise<void> {
   switch (cmd.op) {
     case 'open':
@@ -107,6 +131,8 @@ async function handle(cmd: Command): Promise<void> {
       }
       return out({ ev: 'forgotten', id: cmd.id, gc: typeof globalThis.gc === 'function' })
     }
+    case 'worker':
+      return workerDevice(cmd.name!)
     case 'exit':
       for (const dev of devices.values()) dev.close()
       await tick()
