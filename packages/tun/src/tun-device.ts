@@ -58,6 +58,7 @@ const EMSGSIZE = 90
 
 /** Interface names as the kernel accepts them (dev_valid_name): 1-15 bytes, no '/', ':' or white space. */
 function checkName(name: string): void {
+  if (typeof name !== 'string') throw new DhtnetError('INVALID_ARGUMENT', `invalid interface name ${String(name)}: not a string`)
   const bytes = Buffer.byteLength(name)
   const percent = name.match(/%/g)?.length ?? 0
   if (
@@ -96,6 +97,7 @@ export class TunDevice extends EventEmitter<TunEvents> {
   constructor(options: TunOptions = {}) {
     super()
     const path = options.path ?? DEFAULT_TUN_PATH
+    if (typeof path !== 'string' || path === '') throw new DhtnetError('INVALID_ARGUMENT', 'path must be a non-empty string')
     const name = options.name ?? ''
     if (name !== '') checkName(name)
     if (options.mtu !== undefined) checkMtu(options.mtu)

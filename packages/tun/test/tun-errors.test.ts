@@ -41,6 +41,8 @@ describe('openTun errors in this process', { skip: addonBuilt ? undefined : 'the
     for (const mtu of [0, 67, 65536, 1500.5, Number.NaN]) {
       assert.throws(() => openTun({ mtu, path: '/nonexistent' }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'), String(mtu))
     }
+    assert.throws(() => openTun({ name: 7 as unknown as string }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'))
+    assert.throws(() => openTun({ path: '' }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'))
     for (const batchSize of [0, 1025, 2.5]) {
       assert.throws(() => openTun({ batchSize, path: '/nonexistent' }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'), String(batchSize))
     }
