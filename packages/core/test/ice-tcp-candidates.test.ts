@@ -5,6 +5,7 @@ import {
   MAX_REMOTE_CANDIDATES,
 } from '../src/transport/ice-tcp/candidates.js'
 import { isDhtnetError } from '../src/errors.js'
+import { hostAddresses } from '../src/transport/ice-tcp/gather.js'
 import { loadIceMessages } from './helpers/dhtnet-captures.js'
 
 const captured = loadIceMessages()
@@ -119,4 +120,21 @@ test('bounded: size, line count, and DHTNet trimming to 31 candidates (8 host, 4
   // lines after the 256th are not looked at
   const many = ['u', 'p', ...Array.from({ length: 1000 }, () => 'garbage line'), 'H1 1 TCP 1 192.0.2.1 5 typ host tcptype passive'].join('\n')
   assert.equal(parseIceMessage(many).candidates.length, 0)
+})
+
+test('gathering: loopback only on request, IPv6 link-local only without a global IPv6, bind address and interface filters', () => {
+  const info = (address: string, family: 'IPv4' | 'IPv6', internal = false) => ({ address, family, internal, netmask: '', mac: '', cidr: null, scopeid: 0 }) as never
+  const ifs = {
+    lo: [info('127.0.0.1', 'IPv4', true), info('::1', 'IPv6', true)],
+    eth0: [info('192.168.1.2', 'IPv4'), info('fe80::1', 'IPv6')],
+    eth1: [info('10.0.0.2', 'IPv4'), info('224.0.0.1', 'IPv4')],
+  }
+  assert.deepEqual(hostAddresses({}, ifs).map((h) => h.address), ['192.168.1.2', '10.0.0.2', 'fe80::1'])
+  assert.deepEqual(hostAddresses({ includeLoopback: true }, ifs).map((h) => h.address), ['127.0.0.1', '192.168.1.2', '10.0.0.2', '::1'])
+  assert.deepEqual(hostAddresses({ interfaces: ['eth1'] }, ifs).map((h) => h.address), ['10.0.0.2'])
+  assert.deepEqual(hostAddresses({ bindAddress: '10.0.0.2' }, ifs).map((h) => h.address), ['10.0.0.2'])
+  assert.deepEqual(hostAddresses({ bindAddress: '127.0.0.1' }, ifs).map((h) => h.address), ['127.0.0.1'])
+  assert.deepEqual(hostAddresses({ bindAddress: '0.0.0.0' }, ifs).map((h) => h.address), ['192.168.1.2', '10.0.0.2'])
+  const withGlobal = { ...ifs, eth2: [info('2001:db8::2', 'IPv6')] }
+  assert.deepEqual(hostAddresses({}, withGlobal).map((h) => h.address), ['192.168.1.2', '10.0.0.2', '2001:db8::2'])
 })
