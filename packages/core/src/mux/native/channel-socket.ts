@@ -13,6 +13,9 @@ export interface StreamChannelHost {
   wantSend(channel: ChannelSocket): void
   /** Forget the channel (both directions finished, or reset). */
   release(channel: ChannelSocket): void
+  /** Received bytes left the connection's receive budget (read by the application, or dropped): credit for the
+   *  connection window. */
+  connectionConsumed(bytes: number): void
 }
 
 export interface ChannelSocketInit {
@@ -152,6 +155,7 @@ export class ChannelSocket extends Duplex {
       this.release()
     }
     this.pending.clear()
+    if (this.pendingBytes > 0) this.host.connectionConsumed(this.pendingBytes)
     this.pendingBytes = 0
     cb(err)
   }
@@ -187,6 +191,7 @@ export class ChannelSocket extends Duplex {
 
   /** The reader took `n` bytes: give the peer its credit back, in batches of a quarter window. */
   private consumed(n: number): void {
+    this.host.connectionConsumed(n)
     if (this.remoteEnded || this.released) return
     this.unacknowledged += n
     if (this.unacknowledged >= this.windowUpdateThreshold) {
@@ -210,7 +215,10 @@ export class ChannelSocket extends Duplex {
     if (this.remoteEnded || payload.length > this.receiveAllowance) return false
     this.receiveAllowance -= payload.length
     this._bytesRead += payload.length
-    if (this.destroyed) return true
+    if (this.destroyed) {
+      this.host.connectionConsumed(payload.length)
+      return true
+    }
     if (this.wantsData && this.pending.length === 0) {
       this.consumed(payload.length)
       this.wantsData = this.push(payload)
@@ -286,15 +294,15 @@ export class ChannelSocket extends Duplex {
    * @internal Take the next DATA frame of at most `maxPayload` bytes. `done`, when set, is the write callback to
    * call once the frame was handed to the transport.
    */
-  takeFrame(maxPayload: number): { frame: Buffer; done?: () => void } {
+  takeFrame(maxPayload: number): { frame: Buffer; payloadBytes: number; done?: () => void } {
     const w = this.current!
     const n = Math.min(maxPayload, this.sendCredit, w.buf.length - w.offset)
     const frame = encodeFrame(FrameType.DATA, this.channelId, w.buf, w.offset, w.offset + n)
     w.offset += n
     this.sendCredit -= n
     this._bytesWritten += n
-    if (w.offset < w.buf.length) return { frame }
+    if (w.offset < w.buf.length) return { frame, payloadBytes: n }
     this.current = null
-    return { frame, done: () => w.cb() }
+    return { frame, payloadBytes: n, done: () => w.cb() }
   }
 }

@@ -31,6 +31,10 @@ export type ChannelKind = keyof typeof ChannelKindCode
 
 /** HELLO flags. */
 export const HELLO_FLAG_DATAGRAM_TRANSPORT = 0x01
+/** The HELLO carries the sender's connection receive window (u32 after the flags). */
+export const HELLO_FLAG_CONNECTION_WINDOW = 0x02
+/** PING and PONG bodies: a u32 nonce, nothing more. */
+export const PING_BODY_BYTES = 4
 
 function header(type: number, channelId: number, bodyBytes: number): Buffer {
   const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bodyBytes)
@@ -48,10 +52,12 @@ export function encodeFrame(type: FrameTypeCode, channelId: number, body?: Uint8
   return buf
 }
 
-export function encodeHello(version: number, flags: number): Buffer {
-  const buf = header(FrameType.HELLO, 0, 2)
+export function encodeHello(version: number, flags: number, connectionWindow?: number): Buffer {
+  const withWindow = connectionWindow !== undefined
+  const buf = header(FrameType.HELLO, 0, withWindow ? 6 : 2)
   buf[5] = version
-  buf[6] = flags
+  buf[6] = withWindow ? flags | HELLO_FLAG_CONNECTION_WINDOW : flags
+  if (withWindow) buf.writeUInt32BE(connectionWindow, 7)
   return buf
 }
 

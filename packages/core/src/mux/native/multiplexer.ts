@@ -9,7 +9,9 @@ import { Fifo } from '../../util/fifo.js'
 import {
   FRAME_HEADER_BYTES,
   FrameType,
+  HELLO_FLAG_CONNECTION_WINDOW,
   HELLO_FLAG_DATAGRAM_TRANSPORT,
+  PING_BODY_BYTES,
   MAX_CHANNEL_NAME_BYTES,
   MUX_PROTOCOL_VERSION,
   encodeAccept,
@@ -17,6 +19,7 @@ import {
   encodeHello,
   encodeOpen,
   encodePing,
+  encodeWindow,
   encodeReason,
   type ChannelKind,
 } from './frames.js'
@@ -48,8 +51,19 @@ export interface MultiplexerOptions {
   datagramHighWaterBytes?: number
   /** Largest DATA frame payload (default 64 KiB, capped by the transport's maxMessageSize). */
   maxFramePayloadBytes?: number
-  /** Most channels open at once (both directions, pending requests included); more are declined (default 16384). */
+  /** Most channels open at once (both directions, pending requests included); more are declined (default 1024). */
   maxChannels?: number
+  /** Most of the peer's channel requests waiting for onChannelRequest; more are declined (default 256). */
+  maxPendingRequests?: number
+  /**
+   * Receive window of the whole connection, in bytes (default 16 MiB): what the peer may have in flight or waiting
+   * unread, all channels together. With the per-channel windows it bounds what one peer can make us hold: this plus
+   * each open channel's readable buffer (64 KiB).
+   */
+  connectionWindowBytes?: number
+  /** Replies we owe the peer (PONG, DECLINE, ...) beyond the send high water: past this many queued bytes the peer
+   *  is not reading what it asks for, and the connection is closed (default 4 MiB). */
+  maxControlBacklogBytes?: number
   /** Default timeout of openChannel/openDatagramChannel (default 30000 ms). */
   openTimeoutMs?: number
   /**
@@ -141,7 +155,16 @@ export class Multiplexer extends EventEmitter implements Mux {
   private readonly datagramHighWater: number
   private readonly maxDataPayload: number
   private readonly maxChannels: number
+  private readonly maxPendingRequests: number
   private readonly openTimeoutMs: number
+  private readonly connectionWindow: number
+  private readonly maxControlBacklog: number
+  /** DATA bytes the peer lets us send on the whole connection (its HELLO sets it; Infinity for a peer without it). */
+  private connectionSendCredit = 0
+  /** DATA bytes we still let the peer send before our next connection WINDOW. */
+  private connectionReceiveAllowance: number
+  /** Bytes that left our receive budget and were not yet returned to the peer as connection credit. */
+  private connectionUnacknowledged = 0
 
   private readonly channelTable = new Map<number, Channel>()
   private readonly pendingOpens = new Map<number, PendingOpen>()
@@ -190,12 +213,17 @@ export class Multiplexer extends EventEmitter implements Mux {
       1,
       Math.min(options.maxFramePayloadBytes ?? 64 * KiB, this.reliable.maxMessageSize - FRAME_HEADER_BYTES),
     )
-    this.maxChannels = options.maxChannels ?? 16384
+    this.maxChannels = options.maxChannels ?? 1024
+    this.maxPendingRequests = options.maxPendingRequests ?? 256
     this.openTimeoutMs = options.openTimeoutMs ?? 30000
+    this.connectionWindow = Math.min(options.connectionWindowBytes ?? 16 * 1024 * KiB, 0xffffffff)
+    this.connectionReceiveAllowance = this.connectionWindow
+    this.maxControlBacklog = options.maxControlBacklogBytes ?? 4 * 1024 * KiB
     this.nextChannelId = this.initiator ? 1 : 2
     this.helloPending = options.awaitPeerHello ?? false
     if (!this.reliable.reliable) throw new DhtnetError('INVALID_ARGUMENT', 'the multiplexer needs a reliable transport')
     if (this.channelWindow < 1) throw new DhtnetError('INVALID_ARGUMENT', 'channelWindowBytes must be at least 1')
+    if (this.connectionWindow < this.maxDataPayload) throw new DhtnetError('INVALID_ARGUMENT', 'connectionWindowBytes must hold at least one frame')
 
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const mux = this
@@ -204,6 +232,7 @@ export class Multiplexer extends EventEmitter implements Mux {
       sendControl: (frame) => mux.sendControl(frame),
       wantSend: (ch) => mux.schedule(ch),
       release: (ch) => mux.releaseChannel(ch),
+      connectionConsumed: (bytes) => mux.connectionConsumed(bytes),
     }
     this.datagramHost = {
       sendDatagram: (ch, payload) => mux.sendDatagram(ch, payload),
@@ -232,7 +261,7 @@ export class Multiplexer extends EventEmitter implements Mux {
   }
 
   private sayHello(): void {
-    this.sendControl(encodeHello(MUX_PROTOCOL_VERSION, this.datagram ? HELLO_FLAG_DATAGRAM_TRANSPORT : 0))
+    this.sendControl(encodeHello(MUX_PROTOCOL_VERSION, this.datagram ? HELLO_FLAG_DATAGRAM_TRANSPORT : 0, this.connectionWindow))
     this.startKeepalive()
   }
 
@@ -440,9 +469,19 @@ export class Multiplexer extends EventEmitter implements Mux {
     return transport.send(frame)
   }
 
-  /** Control frames go out at once, ahead of the data waiting in the scheduler. */
-  private sendControl(frame: Buffer): void {
+  /**
+   * Control frames go out at once, ahead of the data waiting in the scheduler. `reply`: a frame the peer's own
+   * frame asked for (PONG, DECLINE): when those pile up beyond the backlog bound, the peer is asking without reading.
+   */
+  private sendControl(frame: Buffer, reply = false): void {
     if (this._closed) return
+    if (reply && this.reliable.bufferedAmount > this.sendHighWater + this.maxControlBacklog) {
+      this.shutdown(
+        protocolError(`the peer keeps sending requests but does not read the answers (${this.reliable.bufferedAmount} bytes queued)`),
+        false,
+      )
+      return
+    }
     try {
       if (!this.transportSend(this.reliable, frame)) this.transportFull = true
     } catch (err) {
@@ -486,10 +525,12 @@ export class Multiplexer extends EventEmitter implements Mux {
           this.waitForDrain()
           break
         }
+        if (this.connectionSendCredit <= 0) break // the peer's connection WINDOW resumes us
         const ch = this.ready.shift()!
         ch.scheduled = false
         if (!ch.canSend()) continue
-        const { frame, done } = ch.takeFrame(this.maxDataPayload)
+        const { frame, payloadBytes, done } = ch.takeFrame(Math.min(this.maxDataPayload, this.connectionSendCredit))
+        this.connectionSendCredit -= payloadBytes
         if (!this.transportSend(this.reliable, frame)) this.transportFull = true
         if (ch.canSend()) {
           ch.scheduled = true
@@ -574,8 +615,15 @@ export class Multiplexer extends EventEmitter implements Mux {
     const body = frame.subarray(FRAME_HEADER_BYTES)
     switch (type) {
       case FrameType.DATA: {
+        if (body.length > this.connectionReceiveAllowance) {
+          throw protocolError(`peer sent ${body.length} bytes of data beyond the connection window`)
+        }
+        this.connectionReceiveAllowance -= body.length
         const ch = this.channelTable.get(id)
-        if (!(ch instanceof ChannelSocket)) return this.ignore(type, id)
+        if (!(ch instanceof ChannelSocket)) {
+          this.connectionConsumed(body.length)
+          return this.ignore(type, id)
+        }
         if (!ch.muxData(body)) throw protocolError(`peer sent data beyond its window or after EOF on channel ${id}`)
         return
       }
@@ -587,6 +635,7 @@ export class Multiplexer extends EventEmitter implements Mux {
       }
       case FrameType.WINDOW: {
         if (body.length < 4) throw protocolError('truncated WINDOW frame')
+        if (id === 0) return this.onConnectionCredit(body.readUInt32BE(0))
         const ch = this.channelTable.get(id)
         if (!(ch instanceof ChannelSocket)) return this.ignore(type, id)
         ch.muxCredit(body.readUInt32BE(0))
@@ -615,7 +664,8 @@ export class Multiplexer extends EventEmitter implements Mux {
       case FrameType.RESET:
         return this.onReset(id, body.toString('utf8'))
       case FrameType.PING:
-        this.sendControl(encodeFrame(FrameType.PONG, 0, body))
+        if (body.length !== PING_BODY_BYTES) throw protocolError(`PING frame with a ${body.length}-byte body`)
+        this.sendControl(encodeFrame(FrameType.PONG, 0, body), true)
         return
       case FrameType.PONG:
         return this.onPong(body)
@@ -641,7 +691,15 @@ export class Multiplexer extends EventEmitter implements Mux {
   private onHello(body: Buffer): void {
     if (body.length < 1) throw protocolError('truncated HELLO frame')
     const version = body[0]!
+    if (this.peerVersion !== undefined) throw protocolError('a second HELLO')
     this.peerVersion = version
+    const flags = body[1] ?? 0
+    if (flags & HELLO_FLAG_CONNECTION_WINDOW) {
+      if (body.length < 6) throw protocolError('truncated HELLO frame (connection window)')
+      this.connectionSendCredit = body.readUInt32BE(2)
+    } else {
+      this.connectionSendCredit = Infinity // a peer without connection flow control
+    }
     if (version !== MUX_PROTOCOL_VERSION) {
       throw new DhtnetError(
         'PROTOCOL_ERROR',
@@ -663,11 +721,14 @@ export class Multiplexer extends EventEmitter implements Mux {
     const kindCode = body[0]
     const window = body.readUInt32BE(1)
     const nameBytes = body.subarray(5)
-    const decline = (reason: string): void => this.sendControl(encodeReason(FrameType.DECLINE, id, reason))
+    const decline = (reason: string): void => this.sendControl(encodeReason(FrameType.DECLINE, id, reason), true)
     if (kindCode !== 0 && kindCode !== 1) return decline(`unknown channel kind ${kindCode}`)
     if (nameBytes.length > MAX_CHANNEL_NAME_BYTES) return decline(`channel name longer than ${MAX_CHANNEL_NAME_BYTES} bytes`)
     if (this.channelTable.size + this.pendingOpens.size + this.pendingRequests.size >= this.maxChannels) {
       return decline(`too many channels (limit ${this.maxChannels})`)
+    }
+    if (this.pendingRequests.size >= this.maxPendingRequests) {
+      return decline(`too many channel requests waiting for an answer (limit ${this.maxPendingRequests})`)
     }
     const kind: ChannelKind = kindCode === 0 ? 'stream' : 'datagram'
     const request: PendingRequest = { name: nameBytes.toString('utf8'), kind, window }
@@ -752,13 +813,30 @@ export class Multiplexer extends EventEmitter implements Mux {
   }
 
   private onPong(body: Buffer): void {
-    if (body.length < 4) throw protocolError('truncated PONG frame')
+    if (body.length !== PING_BODY_BYTES) throw protocolError(`PONG frame with a ${body.length}-byte body`)
     const nonce = body.readUInt32BE(0)
     const probe = this.probes.get(nonce)
     if (!probe) return // keepalive pong, or a probe that already timed out
     this.probes.delete(nonce)
     clearTimeout(probe.timer)
     probe.resolve(performance.now() - probe.startedAt)
+  }
+
+  /** The peer returned connection credit. */
+  private onConnectionCredit(credit: number): void {
+    this.connectionSendCredit += credit
+    if (this.ready.length > 0) this.pump()
+  }
+
+  /** Received bytes left our budget (read or dropped): return them to the peer in batches of a quarter window. */
+  private connectionConsumed(bytes: number): void {
+    if (this._closed) return
+    this.connectionUnacknowledged += bytes
+    if (this.connectionUnacknowledged < this.connectionWindow / 4) return
+    const credit = this.connectionUnacknowledged
+    this.connectionUnacknowledged = 0
+    this.connectionReceiveAllowance += credit
+    this.sendControl(encodeWindow(0, credit))
   }
 
   // ---- keepalive ----
