@@ -31,6 +31,9 @@ export async function main(args: ParsedArgs): Promise<number> {
     beforeExit: () => session?.restoreTerminal(),
   })
   const server = options.mode === 'server'
+  if (options.mode === 'server' && options.anonymous) {
+    log.warn('anonymous: true: any device whose certificate chain verifies (from any CA) may run the authorized programs here')
+  }
   const node = await startNode(options, log, {
     tool: 'dsh',
     role: server ? 'server' : 'client',

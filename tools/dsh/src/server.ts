@@ -82,7 +82,6 @@ function shorten(text: string, max = 120): string {
 
 export async function runServer(node: ToolNode, options: ServerOptions, log: Log, signal: AbortSignal, environment = serverEnvironment()): Promise<number> {
   const binaries = new BinaryPolicy(options.binaries ?? [environment.loginShell], environment.base.PATH!)
-  if (options.anonymous) log.warn('anonymous: true: any device whose certificate chain verifies (from any CA) may run the authorized programs here')
   if (binaries.allowsNothing) log.warn('authorized_binaries is empty: every session will be refused')
   else log.info(`authorized programs: ${binaries.describe()}${options.binaries === undefined ? ' (the login shell; set authorized_binaries to change)' : ''}`)
   if (options.allowedPeers.length > 0) log.info(`authorized peers: ${options.allowedPeers.join(', ')}`)
