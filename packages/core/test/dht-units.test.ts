@@ -166,9 +166,10 @@ test('storage: edit policy (unsigned values cannot be edited), WHERE filters', (
   assert.equal(s.get(key, { select: [], where: [{ field: Field.ValueType, value: 3n }] }).length, 1)
   assert.equal(s.get(key, { select: [], where: [{ field: Field.UserType, value: Buffer.from('text/plain') }] }).length, 1)
   assert.equal(s.get(key).length, 2)
-  // a forged "signed" value is refused
+  // a "signed" value whose owner is not even a key is refused before any verification
   const forged = s.store(key, { id: 11n, type: 0, data: Buffer.from('x'), owner: Buffer.alloc(300, 1), seq: 1, signature: Buffer.alloc(256) }, now, now, '1.1.1.1')
-  assert.ok(!forged.stored && forged.reason === 'bad-signature')
+  assert.ok(!forged.stored && forged.reason === 'rejected-key')
+  assert.equal(s.rejectedKeys, 1)
 })
 
 test('routing table version: changes with every change closest() can show, not when a known node is heard again', () => {

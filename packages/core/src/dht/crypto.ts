@@ -23,6 +23,9 @@ import {
 } from 'node:crypto'
 import { DhtnetError, type ErrorCode } from '../errors.js'
 import type { Identity } from '../identity/types.js'
+import { assertAcceptableRsaKey, issuerKeyProblem, rsaKeyProblem, rsaSpkiProblem } from '../identity/key-policy.js'
+import { MAX_CHAIN_LENGTH } from '../identity/truststore.js'
+import type { PublicKeyCache } from './key-cache.js'
 import {
   type DhtValue,
   ValueType,
@@ -99,16 +102,38 @@ export function signValue(v: DhtValue, identity: Pick<Identity, 'privateKey' | '
   return signed
 }
 
-/** True when `v` is signed and its signature verifies with its owner key. Never throws. */
-export function verifyValueSignature(v: DhtValue): boolean {
-  if (!isSignedValue(v) || !v.signature || v.signature.length === 0 || isEncryptedValue(v)) return false
-  try {
-    const key = createPublicKey({ key: v.owner!, format: 'der', type: 'spki' })
-    if (key.asymmetricKeyType !== 'rsa') return false
-    return verify('sha512', packSignedBody(v), key, v.signature)
-  } catch {
-    return false
+/** The outcome of checking a signed value: its owner key is refused by the key policy, or the signature is wrong. */
+export type SignatureCheck = 'ok' | 'rejected-key' | 'bad-signature'
+
+/**
+ * Check a signed value: the owner key against the RSA key policy first (e = 65537, 2048–4096 bits; microseconds,
+ * before OpenSSL parses anything), then the RSA-SHA512 signature. `keys` caches parsed owner keys. Never throws.
+ */
+export function checkValueSignature(v: DhtValue, keys?: PublicKeyCache): SignatureCheck {
+  if (!isSignedValue(v) || !v.signature || v.signature.length === 0 || isEncryptedValue(v)) return 'bad-signature'
+  let key: KeyObject
+  if (keys) {
+    const k = keys.get(v.owner!)
+    if (!k.ok) return 'rejected-key'
+    key = k.key
+  } else {
+    if (rsaSpkiProblem(v.owner!)) return 'rejected-key'
+    try {
+      key = createPublicKey({ key: v.owner!, format: 'der', type: 'spki' })
+    } catch {
+      return 'rejected-key'
+    }
   }
+  try {
+    return verify('sha512', packSignedBody(v), key, v.signature) ? 'ok' : 'bad-signature'
+  } catch {
+    return 'bad-signature'
+  }
+}
+
+/** True when `v` is signed by an acceptable key and its signature verifies. Never throws. */
+export function verifyValueSignature(v: DhtValue, keys?: PublicKeyCache): boolean {
+  return checkValueSignature(v, keys) === 'ok'
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -117,6 +142,7 @@ export function verifyValueSignature(v: DhtValue): boolean {
 /** OpenDHT `PublicKey::encrypt`. */
 export function rsaEncrypt(toPublicKey: KeyObject, plaintext: Uint8Array): Buffer {
   const k = rsaKeyBytes(toPublicKey, 'the recipient key')
+  assertAcceptableRsaKey(toPublicKey, 'the recipient key')
   const maxBlock = k - 11
   const rsa = (data: Uint8Array) => publicEncrypt({ key: toPublicKey, padding: constants.RSA_PKCS1_PADDING }, data)
   if (plaintext.length <= maxBlock) return rsa(plaintext)
@@ -147,16 +173,23 @@ export function unpadPkcs1Type2(em: Buffer): Buffer | null {
   return bad === 0 ? em.subarray(zeroIndex + 1) : null
 }
 
-/** OpenDHT `PrivateKey::decrypt`. Throws DhtnetError('DECRYPT_FAILED'). */
-export function rsaDecrypt(privateKey: KeyObject, cypher: Uint8Array): Buffer {
-  const k = rsaKeyBytes(privateKey, 'our private key')
-  if (cypher.length < k) throw cryptoError('DECRYPT_FAILED', `cypher of ${cypher.length} bytes is shorter than one RSA block (${k})`)
-  let block: Buffer
+/** Bytes of one RSA block of our private key (the size of the private-key operation's input). */
+export function rsaBlockBytes(privateKey: KeyObject): number {
+  return rsaKeyBytes(privateKey, 'our private key')
+}
+
+/** The raw RSA private-key operation (no padding) on one block: the only costly step of a decryption. */
+export function rsaRawDecrypt(privateKey: KeyObject, block: Uint8Array): Buffer {
   try {
-    block = privateDecrypt({ key: privateKey, padding: constants.RSA_NO_PADDING }, cypher.subarray(0, k))
+    return privateDecrypt({ key: privateKey, padding: constants.RSA_NO_PADDING }, block)
   } catch (err) {
     throw cryptoError('DECRYPT_FAILED', 'RSA decryption failed', err)
   }
+}
+
+/** The rest of `PrivateKey::decrypt` once the first block went through the raw RSA operation (`rawBlock`). */
+export function finishRsaDecrypt(rawBlock: Buffer, cypher: Uint8Array, k: number): Buffer {
+  let block = rawBlock
   if (block.length < k) block = Buffer.concat([Buffer.alloc(k - block.length), block])
   const message = unpadPkcs1Type2(block)
   if (message === null) throw cryptoError('DECRYPT_FAILED', 'bad RSA PKCS#1 v1.5 padding (not encrypted to our key?)')
@@ -177,6 +210,24 @@ export function rsaDecrypt(privateKey: KeyObject, cypher: Uint8Array): Buffer {
   } catch (err) {
     throw cryptoError('DECRYPT_FAILED', 'AES-GCM authentication failed (tampered or truncated value)', err)
   }
+}
+
+/**
+ * Why a cypher cannot be ours before any RSA work (undefined when it may be): shorter than one block, or a
+ * multi-block cypher too short for the AES-GCM part. Costs nothing; run it before queueing a decryption.
+ */
+export function cypherShapeProblem(cypher: Uint8Array, k: number): string | undefined {
+  if (cypher.length < k) return `cypher of ${cypher.length} bytes is shorter than one RSA block (${k})`
+  if (cypher.length !== k && cypher.length - k <= GCM_IV_SIZE + GCM_TAG_SIZE) return 'AES-GCM part too short'
+  return undefined
+}
+
+/** OpenDHT `PrivateKey::decrypt`. Throws DhtnetError('DECRYPT_FAILED'). */
+export function rsaDecrypt(privateKey: KeyObject, cypher: Uint8Array): Buffer {
+  const k = rsaKeyBytes(privateKey, 'our private key')
+  const shape = cypherShapeProblem(cypher, k)
+  if (shape) throw cryptoError('DECRYPT_FAILED', shape)
+  return finishRsaDecrypt(rsaRawDecrypt(privateKey, cypher.subarray(0, k)), cypher, k)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -205,9 +256,16 @@ export function encryptValue(
  * OpenDHT `Value::decrypt`: decrypt with our key, then require `to` == our key id and a valid owner signature.
  * Returns the signed plaintext value (owner, recipient, signature, data, ...). Throws DhtnetError('DECRYPT_FAILED').
  */
-export function decryptValue(v: DhtValue, identity: Pick<Identity, 'privateKey' | 'publicKeyDer'>): DhtValue {
+export function decryptValue(v: DhtValue, identity: Pick<Identity, 'privateKey' | 'publicKeyDer'>, keys?: PublicKeyCache): DhtValue {
   if (!isEncryptedValue(v)) throw cryptoError('DECRYPT_FAILED', 'value is not encrypted')
-  const plain = rsaDecrypt(identity.privateKey, v.cypher!)
+  return openDecryptedValue(v, rsaDecrypt(identity.privateKey, v.cypher!), identity, keys)
+}
+
+/**
+ * The checks of `Value::decrypt` on the plaintext of an encrypted value: a value body (not another cypher),
+ * addressed to our key id, signed by an acceptable key with a valid signature. Throws DhtnetError('DECRYPT_FAILED').
+ */
+export function openDecryptedValue(v: DhtValue, plain: Uint8Array, identity: Pick<Identity, 'publicKeyDer'>, keys?: PublicKeyCache): DhtValue {
   let dv: DhtValue
   try {
     dv = decodeValueBody(v.id, msgpackDecode(plain, 'decrypted value'))
@@ -218,7 +276,9 @@ export function decryptValue(v: DhtValue, identity: Pick<Identity, 'privateKey' 
   if (!dv.recipient || !dv.recipient.equals(keyId(identity.publicKeyDer))) {
     throw cryptoError('DECRYPT_FAILED', 'recipient mismatch: the value is not addressed to our key')
   }
-  if (!verifyValueSignature(dv)) throw cryptoError('DECRYPT_FAILED', 'signature mismatch in the decrypted value')
+  const sig = checkValueSignature(dv, keys)
+  if (sig === 'rejected-key') throw cryptoError('DECRYPT_FAILED', 'the decrypted value is signed by a key outside the key policy')
+  if (sig !== 'ok') throw cryptoError('DECRYPT_FAILED', 'signature mismatch in the decrypted value')
   if (v.priority) dv.priority = v.priority
   if (v.pushType) dv.pushType = v.pushType
   return dv
@@ -254,10 +314,18 @@ export function certificatesFromValue(v: DhtValue): X509Certificate[] {
   }
   const text = blob.toString('latin1')
   const pems = text.match(PEM_CERT)
+  let chain: X509Certificate[]
   try {
-    if (pems && pems.length > 0) return pems.map((p) => new X509Certificate(p))
-    return [new X509Certificate(blob)] // DER, as gnutls also accepts
+    if (pems && pems.length > 0) chain = pems.slice(0, MAX_CHAIN_LENGTH + 1).map((p) => new X509Certificate(p))
+    else chain = [new X509Certificate(blob)] // DER, as gnutls also accepts
   } catch (err) {
     throw cryptoError('BAD_CERTIFICATE', 'certificate value holds no parsable X.509 certificate', err)
   }
+  if (chain.length > MAX_CHAIN_LENGTH) throw cryptoError('BAD_CERTIFICATE', `certificate value holds more than ${MAX_CHAIN_LENGTH} certificates`)
+  // every key of the chain is used (to encrypt to the leaf, to verify the links): all must be acceptable
+  chain.forEach((c, i) => {
+    const problem = i === 0 ? rsaKeyProblem(c.publicKey) : issuerKeyProblem(c.publicKey)
+    if (problem) throw cryptoError('REJECTED_KEY', `certificate #${i + 1} of the value has an unacceptable key: ${problem}`)
+  })
+  return chain
 }

@@ -24,6 +24,7 @@ import { RateLimiter, type RateLimitOptions } from './rate-limiter.js'
 import { Reassembler } from './fragments.js'
 import { RoutingTable, isGood, type RoutingNode, type BucketInfo } from './routing.js'
 import { Storage, matchesQuery, type StorageLimits, type StoredValue } from './storage.js'
+import { ListenCache, type ListenCacheLimits, type ListenCallback, type LocalListen } from './local-listens.js'
 import { Transactions, type PendingRequest } from './transactions.js'
 import { Search, SEARCH_NODES, TARGET_NODES, reannounceDelay, type NodeRef, type SearchHost } from './search.js'
 import { PeerDiscovery } from './discovery.js'
@@ -72,6 +73,13 @@ export interface DhtNodeOptions {
   isClient?: boolean
   rateLimit?: RateLimitOptions
   storageLimits?: StorageLimits
+  /**
+   * signature verifications of values put by others, per second per source IP and overall (defaults 128 and 1024;
+   * -1 = unlimited); values beyond are dropped unverified (`stats().verifyDrops`)
+   */
+  verifyLimit?: RateLimitOptions
+  /** what each of our listens remembers (defaults: 4,096 values, 4 MiB) */
+  listenCache?: ListenCacheLimits
   /** user agent `v` (default "RNG1", as OpenDHT 2.4) */
   userAgent?: string
   logger?: LoggerLike
@@ -88,8 +96,8 @@ export interface GetOptions {
   filter?: (v: DhtValue) => boolean
   /** WHERE filters sent to the storage nodes (and applied locally) */
   query?: Query
-  /** called with each batch of new values as they arrive */
-  onValues?: (values: DhtValue[]) => void
+  /** called with each batch of new values as they arrive, with the address they came from (undefined: our own) */
+  onValues?: (values: DhtValue[], from?: string) => void
 }
 
 export interface PutOptions {
@@ -105,7 +113,7 @@ export interface ListenOptions {
   query?: Query
 }
 
-export type ListenCallback = (values: DhtValue[], expired: boolean) => void
+export type { ListenCallback, ListenCacheLimits }
 
 export interface ListenHandle {
   cancel(): void
@@ -132,6 +140,16 @@ export interface DhtStats {
   malformedDrops: number
   pendingRequests: number
   partialMessages: number
+  /** signed values refused for their owner key (not RSA with e = 65537 and 2048–4096 bits) */
+  rejectedKeys: number
+  /** signed values dropped unverified: their source IP (or everyone) was over the verification budget */
+  verifyDrops: number
+  /** signed values whose signature did not verify */
+  badSignatures: number
+  /** listen pushes refused: to a socket id we have not given that node (or none), or from a node our listen did not go to */
+  ignoredPushes: number
+  /** values our listens forgot to stay within their cache bounds */
+  listenCacheEvictions: number
 }
 
 export interface RoutingEntry {
@@ -150,19 +168,6 @@ interface RemoteListener {
   time: number
 }
 
-interface LocalListen {
-  key: Buffer
-  filter?: (v: DhtValue) => boolean
-  query?: Query
-  cb: ListenCallback
-  /** per-family search listen socket ids */
-  sids: Map<4 | 6, number>
-  /** values the listener knows: id → value, packed, expiration */
-  cache: Map<bigint, { v: DhtValue; packed: Buffer; expireAt: number }>
-  cancelled: boolean
-}
-
-type SocketHandler = (msg: ParsedMessage, from: NodeRef) => void
 
 function keyOf(key: Buffer | string): Buffer {
   if (Buffer.isBuffer(key)) {
@@ -207,7 +212,9 @@ export class DhtNode extends EventEmitter {
   private readonly reassembler = new Reassembler()
   private readonly storage: Storage
   private txs: Transactions
-  private readonly sockets = new Map<number, SocketHandler>()
+  /** our listens by search socket id (random: a push must name one, and come from a node the listen went to) */
+  private readonly listenSockets = new Map<number, { listen: LocalListen; family: 4 | 6 }>()
+  private listenCacheEvictions = 0
   private readonly remoteListeners = new Map<string, Map<string, RemoteListener>>()
   private remoteListenerCount = 0
   private readonly listens = new Set<LocalListen>()
@@ -224,7 +231,7 @@ export class DhtNode extends EventEmitter {
   private started = false
   private stopped = false
   private wasConnected = false
-  private readonly counters = { datagramsIn: 0, requestsIn: 0, requestsOut: 0, repliesIn: 0, malformed: 0 }
+  private readonly counters = { datagramsIn: 0, requestsIn: 0, requestsOut: 0, repliesIn: 0, malformed: 0, ignoredPushes: 0 }
   private readonly log: Logger
   private readonly network: number
   private publicAddress: { 4?: string; 6?: string } = {}
@@ -251,7 +258,7 @@ export class DhtNode extends EventEmitter {
     this.tables = { 4: new RoutingTable(this.id, 4), 6: new RoutingTable(this.id, 6) }
     this.limiter = new RateLimiter(opts.rateLimit)
     this.expirationOf = opts.valueExpirationMs ?? valueTypeExpirationMs
-    this.storage = new Storage(opts.storageLimits, this.expirationOf)
+    this.storage = new Storage(opts.storageLimits, this.expirationOf, opts.verifyLimit ? { verifyLimit: opts.verifyLimit } : {})
     this.txs = this.makeTransactions()
   }
 
@@ -417,7 +424,7 @@ export class DhtNode extends EventEmitter {
     this.txs.close()
     for (const l of this.listens) l.cancelled = true
     this.listens.clear()
-    this.sockets.clear()
+    this.listenSockets.clear()
     this.reassembler.clear()
     if (this.opts.persistPath) {
       await this.persist().catch((err) => this.log('warn', `DHT: ${(err as Error).message}`))
@@ -475,7 +482,7 @@ export class DhtNode extends EventEmitter {
   private request(n: { host: string; port: number; family: 4 | 6 }, kind: string, build: (tid: number) => Buffer | { msg: Buffer; parts: Buffer[] }): Promise<ParsedMessage> {
     if (this.stopped || !this.started) return Promise.reject(new DhtnetError('DHT_STOPPED', 'the DHT node is not running'))
     if (!this.sockFor(n.family)) return Promise.reject(new DhtnetError('NO_SOCKET', `no IPv${n.family} socket`))
-    const tid = this.txs.newId()
+    const tid = this.newTid()
     const out = build(tid)
     const { msg, parts } = Buffer.isBuffer(out) ? { msg: out, parts: [] } : out
     return this.txs.start(tid, n.host, n.port, n.family, kind, msg, parts)
@@ -522,9 +529,14 @@ export class DhtNode extends EventEmitter {
     }
     if (!msg.id || sameHash(msg.id, this.id)) return
     const isRequest = msg.kind !== 'reply' && msg.kind !== 'error' && msg.kind !== 'valueUpdate'
+    if (!isRequest && !this.txs.match(msg.tid, host, port)) {
+      // not the answer to a request of ours: a listen push (or a late reply), rate-limited like a request and taken
+      // only from a node our listen went to, before any reassembly or decoding of what it carries
+      if (!this.limiter.allow(host)) return
+      if (!this.pushAllowed(msg.tid, msg.id, host, port, family, msg.kind !== 'reply')) return
+    }
     if (msg.valueSizes.size > 0) {
       const pkey = `${host}|${port}|${msg.tid}`
-      if (msg.kind === 'reply' && !this.txs.match(msg.tid, host, port) && !this.sockets.has(msg.tid)) return
       if (isRequest && !this.reassembler.has(pkey) && !this.limiter.allow(host)) return
       const done = this.reassembler.header(pkey, msg)
       if (done) this.process(done, host, port, family)
@@ -547,17 +559,17 @@ export class DhtNode extends EventEmitter {
         this.txs.complete(r, msg)
         return
       }
-      // legacy listener push: a reply whose t is one of our listen socket ids
-      const h = this.sockets.get(msg.tid)
-      if (h && msg.kind === 'reply') {
+      // legacy listener push: a reply whose t is one of our listen socket ids (checked in handleDatagram)
+      const s = this.listenSockets.get(msg.tid)
+      if (s && msg.kind === 'reply') {
         if (!msg.isClient) table.heard(msg.id!, host, port, false)
-        h(msg, from)
+        this.onListenUpdate(s.listen, msg, from)
       }
       return
     }
     if (msg.kind === 'valueUpdate') {
-      const h = this.sockets.get(msg.tid)
-      if (h) h(msg, from)
+      const s = this.listenSockets.get(msg.tid)
+      if (s) this.onListenUpdate(s.listen, msg, from)
       return
     }
     // a query
@@ -603,13 +615,47 @@ export class DhtNode extends EventEmitter {
         this.onListen(msg, from)
         break
       case 'update': {
-        const h = msg.socketId !== undefined ? this.sockets.get(msg.socketId) : undefined
-        if (h) h(msg, from)
+        // answered whatever it names, so the answer tells nothing about our socket ids
+        if (msg.socketId !== undefined && this.pushAllowed(msg.socketId, msg.id, host, port, family, true)) {
+          this.onListenUpdate(this.listenSockets.get(msg.socketId)!.listen, msg, from)
+        } else if (msg.socketId === undefined) this.counters.ignoredPushes++
         this.sendRaw(family, host, port, this.encoder.listenConfirm(msg.tid, this.sa(host)))
         break
       }
       default:
         break
+    }
+  }
+
+  /**
+   * May this node push values to our listen socket `sid`? Only a node (same id, address and port) our listen was
+   * sent to. `explicit`: the message can only be a push (an `update` or `u`), so an unknown sid counts as ignored
+   * too; a plain reply with an unknown tid is more likely a late answer and is dropped silently.
+   */
+  private pushAllowed(sid: number, id: Uint8Array | undefined, host: string, port: number, family: 4 | 6, explicit: boolean): boolean {
+    const s = this.listenSockets.get(sid)
+    if (!s) {
+      if (explicit) this.counters.ignoredPushes++
+      return false
+    }
+    const search = s.family === family && id ? this.searches.get(`${family}|${s.listen.key.toString('hex')}`) : undefined
+    if (search?.listenedBy(sid, id!, host, port)) return true
+    this.counters.ignoredPushes++
+    return false
+  }
+
+  /** A fresh transaction id that is not one of our listen socket ids. */
+  private newTid(): number {
+    let tid = this.txs.newId()
+    while (this.listenSockets.has(tid)) tid = this.txs.newId()
+    return tid
+  }
+
+  /** A random listen socket id (a counter would let anyone who saw one of our requests guess it). */
+  private newSocketId(): number {
+    for (;;) {
+      const sid = randomBytes(4).readUInt32BE(0)
+      if (sid !== 0 && !this.listenSockets.has(sid) && !this.txs.has(sid)) return sid
     }
   }
 
@@ -711,7 +757,7 @@ export class DhtNode extends EventEmitter {
     const token = this.tokens.make(l.host, l.port)
     const packed = vals.map((e) => e.packed)
     if (l.version >= 1) {
-      const tid = this.txs.newId()
+      const tid = this.newTid()
       const out = this.encoder.updateValues(tid, key, l.sid, packed, undefined, token)
       // sent as a request: retried until the listener confirms
       this.txs.start(tid, l.host, l.port, l.family, 'update', out.msg, out.parts).catch(() => {})
@@ -727,7 +773,7 @@ export class DhtNode extends EventEmitter {
     for (const l of m.values()) {
       const token = this.tokens.make(l.host, l.port)
       if (l.version >= 1) {
-        const tid = this.txs.newId()
+        const tid = this.newTid()
         const msg = this.encoder.updateIds(kind, l.sid, token, ids, l.version, tid)
         this.txs.start(tid, l.host, l.port, l.family, 'update', msg).catch(() => {})
       } else {
@@ -750,7 +796,7 @@ export class DhtNode extends EventEmitter {
       for (const l of m.values()) if (matchesQuery(v, l.query)) this.pushValues(l, key, [out.entry])
     }
     for (const l of this.listens) {
-      if (!l.cancelled && l.key.equals(key)) this.deliver(l, [v], [out.entry.packed], out.entry.expiration)
+      if (!l.cancelled && l.key.equals(key)) this.deliver(l, [v], [out.entry.packed], out.entry.expiration, false, source)
     }
     return true
   }
@@ -944,7 +990,7 @@ export class DhtNode extends EventEmitter {
     this.assertRunning()
     const k = keyOf(key)
     const found = new Map<bigint, { v: DhtValue; packed: Buffer }>()
-    const accept = (vals: DhtValue[]) => {
+    const accept = (vals: DhtValue[], from?: string) => {
       const fresh: DhtValue[] = []
       for (const v of vals) {
         if (opts.filter && !opts.filter(v)) continue
@@ -956,10 +1002,10 @@ export class DhtNode extends EventEmitter {
         fresh.push(v)
       }
       if (fresh.length && opts.onValues) {
-        try { opts.onValues(fresh) } catch (err) { this.log('warn', `DHT: get callback threw: ${(err as Error).message}`) }
+        try { opts.onValues(fresh, from) } catch (err) { this.log('warn', `DHT: get callback threw: ${(err as Error).message}`) }
       }
     }
-    accept(this.storage.get(k).map((e) => e.value))
+    for (const e of this.storage.get(k)) accept([e.value], e.source)
     return new Promise<DhtValue[]>((resolve, reject) => {
       const fams = this.activeFamilies().filter((f) => this.tables[f].size > 0)
       let pending = fams.length
@@ -979,7 +1025,7 @@ export class DhtNode extends EventEmitter {
         const g = {
           ...(opts.query ? { query: opts.query } : {}),
           start: Date.now(),
-          onValues: (vals: DhtValue[]) => accept(vals),
+          onValues: (vals: DhtValue[], from: NodeRef) => accept(vals, from.host),
           onDone: () => { if (--pending === 0) finish() },
         }
         gets.push({ s, g })
@@ -1047,7 +1093,7 @@ export class DhtNode extends EventEmitter {
     if (lp && lp.size === 0) this.localPuts.delete(kh)
     for (const f of [4, 6] as const) this.searches.get(`${f}|${kh}`)?.cancelPut(id)
     const e = this.storage.getById(k, id)
-    if (e && e.source === undefined && e.permanent) e.expiration = Date.now() + this.expirationOf(e.value.type)
+    if (e && e.source === undefined && e.permanent) this.storage.setExpiration(e, Date.now() + this.expirationOf(e.value.type))
     return had
   }
 
@@ -1058,18 +1104,18 @@ export class DhtNode extends EventEmitter {
   listen(key: Buffer | string, cb: ListenCallback, opts: ListenOptions = {}): ListenHandle {
     this.assertRunning()
     const k = keyOf(key)
-    const l: LocalListen = { key: k, cb, sids: new Map(), cache: new Map(), cancelled: false }
+    const l: LocalListen = { key: k, cb, sids: new Map(), cache: new ListenCache(this.opts.listenCache), cancelled: false }
     if (opts.filter) l.filter = opts.filter
     if (opts.query) l.query = opts.query
     this.listens.add(l)
     // local values first
     const local = this.storage.get(k)
-    for (const e of local) this.deliver(l, [e.value], [e.packed], e.expiration)
+    for (const e of local) this.deliver(l, [e.value], [e.packed], e.expiration, false, e.source)
     for (const f of this.activeFamilies()) {
       const s = this.searchFor(k, f)!
-      const sid = this.txs.newId()
+      const sid = this.newSocketId()
       l.sids.set(f, sid)
-      this.sockets.set(sid, (msg) => this.onListenUpdate(l, msg))
+      this.listenSockets.set(sid, { listen: l, family: f })
       s.addListen({ sid, ...(opts.query ? { query: opts.query } : {}) })
     }
     return {
@@ -1078,18 +1124,17 @@ export class DhtNode extends EventEmitter {
         l.cancelled = true
         this.listens.delete(l)
         for (const [f, sid] of l.sids) {
-          this.sockets.delete(sid)
+          this.listenSockets.delete(sid)
           this.searches.get(`${f}|${k.toString('hex')}`)?.removeListen(sid)
         }
       },
     }
   }
 
-  private onListenUpdate(l: LocalListen, msg: ParsedMessage): void {
+  private onListenUpdate(l: LocalListen, msg: ParsedMessage, from: NodeRef): void {
     if (l.cancelled) return
     if (msg.values.length) {
-      const now = Date.now()
-      this.deliver(l, msg.values, msg.values.map((v) => packValue(v)), now + 0, true)
+      this.deliver(l, msg.values, msg.values.map((v) => packValue(v)), 0, true, from.host)
     }
     if (msg.expired.length) {
       const gone: DhtValue[] = []
@@ -1097,7 +1142,7 @@ export class DhtNode extends EventEmitter {
         const e = l.cache.get(id)
         if (e) { l.cache.delete(id); gone.push(e.v) }
       }
-      if (gone.length) this.callListener(l, gone, true)
+      if (gone.length) this.callListener(l, gone, true, from.host)
     }
     for (const id of msg.refreshed) {
       const e = l.cache.get(id)
@@ -1106,7 +1151,7 @@ export class DhtNode extends EventEmitter {
   }
 
   /** Hand new or changed values to a listener (deduplicated by id, then by bytes/seq). */
-  private deliver(l: LocalListen, vals: DhtValue[], packed: Buffer[], expiration: number, remote = false): void {
+  private deliver(l: LocalListen, vals: DhtValue[], packed: Buffer[], expiration: number, remote: boolean, from: string | undefined): void {
     const now = Date.now()
     const fresh: DhtValue[] = []
     vals.forEach((v, i) => {
@@ -1120,15 +1165,17 @@ export class DhtNode extends EventEmitter {
         if (prev.packed.equals(p)) return
         if (prev.v.owner && (prev.v.seq ?? 0) >= (v.seq ?? 0)) return
       }
+      const before = l.cache.evicted
       l.cache.set(v.id, { v, packed: p, expireAt: exp })
+      this.listenCacheEvictions += l.cache.evicted - before
       fresh.push(v)
     })
-    if (fresh.length) this.callListener(l, fresh, false)
+    if (fresh.length) this.callListener(l, fresh, false, from)
   }
 
-  private callListener(l: LocalListen, vals: DhtValue[], expired: boolean): void {
+  private callListener(l: LocalListen, vals: DhtValue[], expired: boolean, from?: string): void {
     try {
-      l.cb(vals, expired)
+      l.cb(vals, expired, from)
     } catch (err) {
       this.log('warn', `DHT: listen callback threw: ${(err as Error).message}`)
     }
@@ -1136,8 +1183,7 @@ export class DhtNode extends EventEmitter {
 
   private expireListenCaches(now: number): void {
     for (const l of this.listens) {
-      const gone: DhtValue[] = []
-      for (const [id, e] of l.cache) if (e.expireAt <= now) { l.cache.delete(id); gone.push(e.v) }
+      const gone = l.cache.expire(now)
       if (gone.length) this.callListener(l, gone, true)
     }
   }
@@ -1173,6 +1219,11 @@ export class DhtNode extends EventEmitter {
       malformedDrops: this.counters.malformed,
       pendingRequests: this.txs.size,
       partialMessages: this.reassembler.size,
+      rejectedKeys: this.storage.rejectedKeys,
+      verifyDrops: this.storage.verifyDrops,
+      badSignatures: this.storage.badSignatures,
+      ignoredPushes: this.counters.ignoredPushes,
+      listenCacheEvictions: this.listenCacheEvictions,
     }
   }
 

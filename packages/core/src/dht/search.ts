@@ -198,6 +198,21 @@ export class Search {
 
   removeListen(sid: number): void {
     this.listens.delete(sid)
+    for (const n of this.nodes) {
+      n.listened.delete(sid)
+      n.listenInFlight.delete(sid)
+    }
+  }
+
+  /**
+   * Did our listen `sid` go to this node (same id, address and port)? Sent or confirmed: storage nodes push the
+   * values they hold before they answer the listen.
+   */
+  listenedBy(sid: number, id: Uint8Array, host: string, port: number): boolean {
+    for (const n of this.nodes) {
+      if (n.port === port && n.host === host && n.id.equals(id)) return n.listened.has(sid) || n.listenInFlight.has(sid)
+    }
+    return false
   }
 
   stop(): void {

@@ -2,9 +2,18 @@
  * Local value storage of a DHT node: per-type expiration, quotas (per value, per key, total, per source IP),
  * OpenDHT's edit policy, and a signature check of signed values on store (SecureDht's store policy).
  * Pure data structure: the node drives expiration (`expire(now)`) and tells listeners about changes.
+ *
+ * Checks run cheapest first — expiration, size, the owner key policy (a DER check, microseconds), the edit policy,
+ * the quotas — and the signature verification last, within a budget of verifications per second per source IP
+ * and overall (values, not requests: one put may carry dozens). Expiration and eviction use indexed heaps (one by
+ * expiration, one per source IP by age, one of the IPs by bytes held), so a put at the full quota costs O(log n).
  */
 import { Field, type Query, type FieldFilter } from './wire.js'
-import { type DhtValue, packValue, valueTypeExpirationMs, verifyValueSignature, ownerKeyId } from './value-shim.js'
+import { type DhtValue, packValue, valueTypeExpirationMs, checkValueSignature, ownerKeyId } from './value-shim.js'
+import { rsaSpkiProblem } from '../identity/key-policy.js'
+import { PublicKeyCache } from './key-cache.js'
+import { RateLimiter, type RateLimitOptions } from './rate-limiter.js'
+import { IndexedHeap } from './heap.js'
 
 export interface StorageLimits {
   /** largest packed value (default 64 KiB) */
@@ -30,9 +39,35 @@ export interface StoredValue {
   permanent: boolean
 }
 
+/** A stored value with its places in the storage's heaps. */
+interface Entry extends StoredValue {
+  /** hex key */
+  key: string
+  /** insertion order, breaks ties between equal creation times */
+  seq: number
+  expPos: number
+  agePos: number
+}
+
+/** The values of one source IP, oldest first, and its place in the "largest IP" heap. */
+interface IpRecord {
+  ip: string
+  bytes: number
+  byAge: IndexedHeap<Entry>
+  pos: number
+}
+
+export interface StorageOptions {
+  /** signature verifications of others' values, per second per source IP and overall (default 128 and 1024) */
+  verifyLimit?: RateLimitOptions
+  /** parsed owner keys (default: a cache of 4,096) */
+  keys?: PublicKeyCache
+  now?: () => number
+}
+
 export type StoreOutcome =
   | { stored: true; kind: 'new' | 'edit' | 'refresh'; entry: StoredValue; evicted: Array<{ key: string; entry: StoredValue }> }
-  | { stored: false; reason: 'too-big' | 'too-many-values' | 'ip-quota' | 'total-quota' | 'too-many-keys' | 'edit-refused' | 'bad-signature' | 'expired' }
+  | { stored: false; reason: 'too-big' | 'too-many-values' | 'ip-quota' | 'total-quota' | 'too-many-keys' | 'edit-refused' | 'bad-signature' | 'rejected-key' | 'verify-budget' | 'expired' }
 
 function hex(b: Buffer): string {
   return b.toString('hex')
@@ -62,15 +97,29 @@ export function matchesQuery(v: DhtValue, q: Query | undefined): boolean {
 }
 
 export class Storage {
-  private readonly keys = new Map<string, Map<bigint, StoredValue>>()
-  private readonly perIp = new Map<string, number>()
+  private readonly keys = new Map<string, Map<bigint, Entry>>()
+  private readonly ips = new Map<string, IpRecord>()
+  /** every value, soonest expiration first */
+  private readonly byExpiration = new IndexedHeap<Entry>((a, b) => a.expiration < b.expiration, (e, i) => { e.expPos = i }, (e) => e.expPos)
+  /** source IPs, largest first */
+  private readonly byIpBytes = new IndexedHeap<IpRecord>((a, b) => a.bytes > b.bytes, (r, i) => { r.pos = i }, (r) => r.pos)
   private totalRemote = 0
   private totalLocal = 0
   private count = 0
+  private seq = 0
   readonly limits: Required<StorageLimits>
+  readonly ownerKeys: PublicKeyCache
+  private readonly verifyLimiter: RateLimiter
+  /** values refused, for any reason */
   rejected = 0
+  /** signed values refused because their owner key is outside the key policy */
+  rejectedKeys = 0
+  /** signed values dropped unverified: their source was over its verification budget */
+  verifyDrops = 0
+  /** signed values whose signature did not verify */
+  badSignatures = 0
 
-  constructor(limits: StorageLimits = {}, private readonly expirationOf: (type: number) => number = valueTypeExpirationMs) {
+  constructor(limits: StorageLimits = {}, private readonly expirationOf: (type: number) => number = valueTypeExpirationMs, opts: StorageOptions = {}) {
     this.limits = {
       maxValueSize: limits.maxValueSize ?? 64 * 1024,
       maxValuesPerKey: limits.maxValuesPerKey ?? 65536,
@@ -78,6 +127,8 @@ export class Storage {
       maxBytesPerIp: limits.maxBytesPerIp ?? 8 * 1024 * 1024,
       maxKeys: limits.maxKeys ?? 262144,
     }
+    this.ownerKeys = opts.keys ?? new PublicKeyCache()
+    this.verifyLimiter = new RateLimiter({ perIp: 128, overall: 1024, ...opts.verifyLimit }, opts.now)
   }
 
   get valueCount(): number {
@@ -93,7 +144,7 @@ export class Storage {
   }
 
   bytesFrom(ip: string): number {
-    return this.perIp.get(ip) ?? 0
+    return this.ips.get(ip)?.bytes ?? 0
   }
 
   get(key: Buffer, query?: Query): StoredValue[] {
@@ -119,21 +170,26 @@ export class Storage {
 
   /**
    * Store a value. `createdMs` is capped at `now`; expiration = created + type expiration (none when permanent,
-   * which only local values may be). `source` is the sender's IP, undefined for local puts.
+   * which only local values may be). `source` is the sender's IP, undefined for local puts (no budget applies).
    */
   store(key: Buffer, value: DhtValue, createdMs: number, now: number, source?: string, permanent = false, packed?: Buffer): StoreOutcome {
     const created = Math.min(createdMs, now)
     const expiration = permanent && source === undefined ? Infinity : created + this.expirationOf(value.type)
     if (expiration <= now) return this.reject('expired')
     const bytes = packed ?? packValue(value)
-    if (bytes.length > this.limits.maxValueSize) return this.reject('too-big')
-    if (value.owner && value.owner.length > 0 && !value.cypher && !verifyValueSignature(value)) return this.reject('bad-signature')
+    if (bytes.length > this.limits.maxValueSize || bytes.length > this.limits.maxTotalBytes) return this.reject('too-big')
+    const signed = value.owner !== undefined && value.owner.length > 0 && !value.cypher
+    if (signed && rsaSpkiProblem(value.owner!)) {
+      this.rejectedKeys++
+      return this.reject('rejected-key')
+    }
     const k = hex(key)
     let m = this.keys.get(k)
     const old = m?.get(value.id)
     if (old) {
       if (old.packed.equals(bytes)) {
-        old.expiration = Math.max(old.expiration, expiration)
+        // an identical re-put refreshes: nothing to verify again
+        if (expiration > old.expiration) this.setExpiration(old, expiration)
         return { stored: true, kind: 'refresh', entry: old, evicted: [] }
       }
       if (!editAllowed(old.value, value)) return this.reject('edit-refused')
@@ -143,25 +199,42 @@ export class Storage {
     }
     const delta = bytes.length - (old && old.source === source ? old.packed.length : 0)
     if (source !== undefined && this.bytesFrom(source) + delta > this.limits.maxBytesPerIp) return this.reject('ip-quota')
-    const evicted: Array<{ key: string; entry: StoredValue }> = []
-    if (source !== undefined && this.totalRemote + delta > this.limits.maxTotalBytes) {
-      // evict the oldest values of the IP using the most storage, as OpenDHT does, until the new one fits
-      while (this.totalRemote + delta > this.limits.maxTotalBytes) {
-        const victim = this.oldestOfLargestIp(source)
-        if (!victim) return this.reject('total-quota')
-        this.removeEntry(victim.key, victim.entry)
-        evicted.push(victim)
+    if (signed) {
+      // the only costly check, last, within the source's budget
+      if (source !== undefined && !this.verifyLimiter.allow(source)) {
+        this.verifyDrops++
+        return this.reject('verify-budget')
+      }
+      const check = checkValueSignature(value, this.ownerKeys)
+      if (check !== 'ok') {
+        if (check === 'rejected-key') this.rejectedKeys++
+        else this.badSignatures++
+        return this.reject(check)
       }
     }
+    if (old) this.removeEntry(old)
+    const evicted: Array<{ key: string; entry: StoredValue }> = []
+    if (source !== undefined) {
+      // evict the oldest values of the IP using the most storage, as OpenDHT does, until the new one fits
+      while (this.totalRemote + bytes.length > this.limits.maxTotalBytes) {
+        const victim = this.byIpBytes.peek()?.byAge.peek()
+        if (!victim) break // cannot happen: bytes.length <= maxTotalBytes
+        this.removeEntry(victim)
+        evicted.push({ key: victim.key, entry: victim })
+      }
+    }
+    m = this.keys.get(k)
     if (!m) {
       m = new Map()
       this.keys.set(k, m)
     }
-    if (old) this.account(old, -1)
-    const entry: StoredValue = { value, packed: bytes, created, expiration, permanent: permanent && source === undefined }
+    const entry: Entry = {
+      value, packed: bytes, created, expiration, permanent: permanent && source === undefined,
+      key: k, seq: this.seq++, expPos: -1, agePos: -1,
+    }
     if (source !== undefined) entry.source = source
     m.set(value.id, entry)
-    this.account(entry, +1)
+    this.addEntry(entry)
     return { stored: true, kind: old ? 'edit' : 'new', entry, evicted }
   }
 
@@ -170,39 +243,55 @@ export class Storage {
     return { stored: false, reason }
   }
 
-  private account(e: StoredValue, sign: 1 | -1): void {
-    const n = e.packed.length * sign
-    this.count += sign
-    if (e.source === undefined) this.totalLocal += n
-    else {
-      this.totalRemote += n
-      const v = (this.perIp.get(e.source) ?? 0) + n
-      if (v <= 0) this.perIp.delete(e.source)
-      else this.perIp.set(e.source, v)
+  private addEntry(e: Entry): void {
+    const n = e.packed.length
+    this.count++
+    this.byExpiration.push(e)
+    if (e.source === undefined) {
+      this.totalLocal += n
+      return
     }
+    this.totalRemote += n
+    let r = this.ips.get(e.source)
+    if (!r) {
+      r = { ip: e.source, bytes: 0, pos: -1, byAge: new IndexedHeap<Entry>((a, b) => a.created < b.created || (a.created === b.created && a.seq < b.seq), (x, i) => { x.agePos = i }, (x) => x.agePos) }
+      this.ips.set(e.source, r)
+      this.byIpBytes.push(r)
+    }
+    r.bytes += n
+    r.byAge.push(e)
+    this.byIpBytes.update(r)
   }
 
-  private oldestOfLargestIp(exceptNew?: string): { key: string; entry: StoredValue } | undefined {
-    let ip: string | undefined
-    let max = -1
-    for (const [i, n] of this.perIp) if (n > max) { max = n; ip = i }
-    if (ip === undefined) return undefined
-    void exceptNew
-    let best: { key: string; entry: StoredValue } | undefined
-    for (const [k, m] of this.keys) {
-      for (const e of m.values()) {
-        if (e.source === ip && (!best || e.created < best.entry.created)) best = { key: k, entry: e }
-      }
+  private removeEntry(e: Entry): void {
+    if (!this.byExpiration.has(e)) return // not stored (any more)
+    const m = this.keys.get(e.key)
+    if (m && m.get(e.value.id) === e) {
+      m.delete(e.value.id)
+      if (m.size === 0) this.keys.delete(e.key)
     }
-    return best
+    const n = e.packed.length
+    this.count--
+    this.byExpiration.remove(e)
+    if (e.source === undefined) {
+      this.totalLocal -= n
+      return
+    }
+    this.totalRemote -= n
+    const r = this.ips.get(e.source)!
+    r.bytes -= n
+    r.byAge.remove(e)
+    if (r.byAge.size === 0) {
+      this.byIpBytes.remove(r)
+      this.ips.delete(e.source)
+    } else this.byIpBytes.update(r)
   }
 
-  private removeEntry(k: string, e: StoredValue): void {
-    const m = this.keys.get(k)
-    if (!m || m.get(e.value.id) !== e) return
-    m.delete(e.value.id)
-    this.account(e, -1)
-    if (m.size === 0) this.keys.delete(k)
+  /** Change a stored value's expiration (e.g. a permanent local put cancelled: it now expires normally). */
+  setExpiration(e: StoredValue, expiration: number): void {
+    const entry = e as Entry
+    entry.expiration = expiration
+    this.byExpiration.update(entry)
   }
 
   /** Extend a value's life by its type's expiration from now. False when the key is unknown (→ 404). */
@@ -211,43 +300,39 @@ export class Storage {
     if (!m) return { keyKnown: false }
     const e = m.get(id)
     if (!e) return { keyKnown: true }
-    if (e.expiration !== Infinity) e.expiration = Math.max(e.expiration, now + this.expirationOf(e.value.type))
+    const next = now + this.expirationOf(e.value.type)
+    if (e.expiration !== Infinity && next > e.expiration) this.setExpiration(e, next)
     return { keyKnown: true, entry: e }
   }
 
   remove(key: Buffer, id: bigint): StoredValue | undefined {
-    const k = hex(key)
-    const e = this.keys.get(k)?.get(id)
-    if (e) this.removeEntry(k, e)
+    const e = this.keys.get(hex(key))?.get(id)
+    if (e) this.removeEntry(e)
     return e
   }
 
   /** Remove expired values; returns them grouped by key (hex). */
   expire(now: number): Map<string, StoredValue[]> {
     const out = new Map<string, StoredValue[]>()
-    for (const [k, m] of this.keys) {
-      for (const e of m.values()) {
-        if (e.expiration <= now) {
-          let l = out.get(k)
-          if (!l) out.set(k, (l = []))
-          l.push(e)
-        }
-      }
+    for (let e = this.byExpiration.peek(); e && e.expiration <= now; e = this.byExpiration.peek()) {
+      this.removeEntry(e)
+      let l = out.get(e.key)
+      if (!l) out.set(e.key, (l = []))
+      l.push(e)
     }
-    for (const [k, l] of out) for (const e of l) this.removeEntry(k, e)
     return out
   }
 
   /** Earliest expiration among stored values (Infinity when none). */
   nextExpiration(): number {
-    let t = Infinity
-    for (const m of this.keys.values()) for (const e of m.values()) if (e.expiration < t) t = e.expiration
-    return t
+    return this.byExpiration.peek()?.expiration ?? Infinity
   }
 
   clear(): void {
     this.keys.clear()
-    this.perIp.clear()
+    this.ips.clear()
+    this.byExpiration.clear()
+    this.byIpBytes.clear()
     this.totalLocal = this.totalRemote = this.count = 0
   }
 }

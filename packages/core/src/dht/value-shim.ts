@@ -5,13 +5,19 @@
 import { createHash } from 'node:crypto'
 import { type DhtValue } from './value.js'
 import { verifyValueSignature as verifySig } from './crypto.js'
+import type { PublicKeyCache } from './key-cache.js'
 
 export { type DhtValue, packValue, decodeValue, valueTypeExpirationMs } from './value.js'
 
-/** RSA-SHA512 signature check of a signed value's body (false for unsigned or malformed values; never throws). */
-export function verifyValueSignature(v: DhtValue): boolean {
+export { checkValueSignature, type SignatureCheck } from './crypto.js'
+
+/**
+ * RSA-SHA512 signature check of a signed value's body, its owner key checked against the key policy first (false
+ * for unsigned or malformed values, or a refused key; never throws).
+ */
+export function verifyValueSignature(v: DhtValue, keys?: PublicKeyCache): boolean {
   try {
-    return verifySig(v)
+    return verifySig(v, keys)
   } catch {
     return false
   }

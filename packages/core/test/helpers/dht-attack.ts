@@ -38,7 +38,12 @@ const RSA_ALGORITHM = Buffer.from('300d06092a864886f70d0101010500', 'hex')
 
 /** DER SubjectPublicKeyInfo of an RSA key with the given modulus and exponent (big-endian magnitudes). */
 export function rsaSpki(modulus: Buffer, exponent: Buffer): Buffer {
-  const rsaKey = der(0x30, Buffer.concat([derUint(modulus), derUint(exponent)]))
+  return rsaSpkiFromIntegers(derUint(modulus), derUint(exponent))
+}
+
+/** The same from ready-made INTEGER elements (to build malformed ones). */
+export function rsaSpkiFromIntegers(modulusInteger: Buffer, exponentInteger: Buffer): Buffer {
+  const rsaKey = der(0x30, Buffer.concat([modulusInteger, exponentInteger]))
   return der(0x30, Buffer.concat([RSA_ALGORITHM, der(0x03, Buffer.concat([Buffer.from([0]), rsaKey]))]))
 }
 
