@@ -46,6 +46,14 @@ export async function main(args: ParsedArgs): Promise<number> {
       process.stdout.write(`id ${node.id}\nlong_id ${node.longId}\n`)
       code = await runServer(node, options, log, stop.signal)
     } else {
+      // the reader of our output went away (`dsh id -- cat big | head`): end the session as SIGPIPE would (141)
+      const onOutputError = (err: NodeJS.ErrnoException): void => {
+        if (err.code !== 'EPIPE') return
+        if (session) session.hangUp(141)
+        else process.exit(141)
+      }
+      process.stdout.on('error', onOutputError)
+      process.stderr.on('error', onOutputError)
       const peer = options.peer.hex
       // DHTNet's raw protocol when asked, or when the live connection to the peer is a C++ DHTNet one
       const raw = options.raw || node.peerFlavour(peer) === 'dhtnet'
