@@ -223,3 +223,84 @@ for (const scenario of SCENARIOS) {
     }
   })
 }
+
+/** A hand-driven peer on one TCP connection: frames in, frames out. */
+function framedPeer(socket: Socket) {
+  const decoder = new FrameDecoder()
+  const queue: Buffer[] = []
+  let wake: (() => void) | undefined
+  socket.on('data', (d) => {
+    decoder.push(d)
+    for (let f = decoder.next(); f; f = decoder.next()) queue.push(f)
+    wake?.()
+  })
+  return {
+    async next(): Promise<StunMessage> {
+      while (queue.length === 0) await new Promise<void>((r) => (wake = r))
+      return StunMessage.decode(queue.shift()!)
+    },
+  }
+}
+
+test('switch point, controlled side: bytes sent right after USE-CANDIDATE (same write) are handed over undecoded', async () => {
+  const { buildCheckRequest } = await import('../src/transport/ice-tcp/check-messages.js')
+  const side = await agentSide('controlled')
+  try {
+    const peer = { ufrag: 'peer0001', pwd: 'peerpassword0123456789ab' }
+    side.agent.start({ ...peer, candidates: [] })
+    const s = connect({ host: '127.0.0.1', port: side.listener.portFor(4)! })
+    await once(s, 'connect')
+    const p = framedPeer(s)
+    const check = (useCandidate: boolean) => buildCheckRequest({ localUfrag: peer.ufrag, remoteUfrag: side.description.ufrag, remotePwd: side.description.pwd, priority: 0x6efffeff, role: 'controlling', tieBreaker: 7n, useCandidate })
+    s.write(encodeFrame(check(false)))
+    assert.equal((await p.next()).class, 'success')
+    const theirCheck = await p.next() // the agent checks back; we answer nothing (a lazy peer)
+    assert.equal(theirCheck.class, 'request')
+    const tail = Buffer.from('\x16\x03\x01 not framed, the first TLS bytes')
+    s.write(Buffer.concat([encodeFrame(check(true)), tail]))
+    assert.equal((await p.next()).class, 'success')
+    const path = await side.agent.result
+    assert.deepEqual(path.remaining, tail)
+    assert.equal(path.role, 'controlled')
+    path.socket.destroy()
+    s.destroy()
+  } finally {
+    await side.close()
+  }
+})
+
+test('switch point, controlling side: bytes right after the success response to USE-CANDIDATE are handed over undecoded', async () => {
+  const { buildCheckSuccess, buildCheckRequest } = await import('../src/transport/ice-tcp/check-messages.js')
+  const { localCandidates } = await import('../src/transport/ice-tcp/candidates.js')
+  const { createServer } = await import('node:net')
+  const side = await agentSide('controlling')
+  const peer = { ufrag: 'peer0002', pwd: 'peerpassword0123456789cd' }
+  const server = createServer()
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  try {
+    const port = (server.address() as import('node:net').AddressInfo).port
+    const accepted = once(server, 'connection')
+    side.agent.start({ ...peer, candidates: localCandidates({ hosts: [{ address: '127.0.0.1', passivePort: port }] }) })
+    const [s] = (await accepted) as [Socket]
+    const p = framedPeer(s)
+    const first = await p.next()
+    assert.equal(first.iceControlling !== undefined, true)
+    assert.equal(first.priority, 0x6efffeff)
+    s.write(encodeFrame(buildCheckSuccess(first, { address: s.remoteAddress!, port: s.remotePort! }, peer.pwd, undefined)))
+    // our own check, so that the agent holds a pair checked both ways
+    s.write(encodeFrame(buildCheckRequest({ localUfrag: peer.ufrag, remoteUfrag: side.description.ufrag, remotePwd: side.description.pwd, priority: 0x6effffff, role: 'controlled', tieBreaker: 1n })))
+    assert.equal((await p.next()).class, 'success')
+    const nomination = await p.next()
+    assert.ok(nomination.useCandidate)
+    const tail = Buffer.from('raw bytes after the switch point')
+    s.write(Buffer.concat([encodeFrame(buildCheckSuccess(nomination, { address: s.remoteAddress!, port: s.remotePort! }, peer.pwd, undefined)), tail]))
+    const path = await side.agent.result
+    assert.deepEqual(path.remaining, tail)
+    assert.equal(path.role, 'controlling')
+    path.socket.destroy()
+    s.destroy()
+  } finally {
+    await side.close()
+    await new Promise<void>((r) => server.close(() => r()))
+  }
+})

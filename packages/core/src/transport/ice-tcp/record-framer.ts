@@ -18,6 +18,11 @@ export class TlsRecordFramer {
   private recordRemaining = 0
   private pendingHeader: Buffer | undefined
 
+  /** true between two frames: another frame (a STUN answer) may be written now without cutting one. */
+  get atBoundary(): boolean {
+    return this.frameRemaining === 0 && this.recordRemaining === 0 && this.pendingHeader === undefined
+  }
+
   /** Frame the next bytes of the stream: returns one buffer to write (headers interleaved with the data). */
   frame(chunk: Buffer): Buffer {
     // worst case: the held-back header bytes, and a frame header for every 5-byte record

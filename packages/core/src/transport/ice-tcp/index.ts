@@ -1,0 +1,7 @@
+export { IceTcpTransport, IceTcpSession, DEFAULT_SOFTWARE } from './transport.js'
+export type { IceTcpTransportOptions, IceTcpTimeouts, IceTcpLimits, MappedCandidate } from './transport.js'
+export { IceTcpLink } from './link.js'
+export { parseIceMessage, encodeIceMessage, localCandidates, candidatePriority, candidateFoundation, parseCandidateLine, formatCandidate } from './candidates.js'
+export type { IceCandidate, IceDescription, CandidateType, TcpType } from './candidates.js'
+export type { ListeningAddress } from './listener.js'
+export type { TlsMode } from './tls-link.js'

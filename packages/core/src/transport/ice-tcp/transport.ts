@@ -1,0 +1,253 @@
+/**
+ * IceTcpTransport: DHTNet's transport (TLS over RFC 6544 ICE-TCP) as a Transport plug-in.
+ *
+ * One listening socket per address family serves every session (demultiplexed by ufrag, see listener.ts): sessions
+ * start without binding anything, the pre-authentication bounds are global, and one port is enough to map on a NAT
+ * gateway for all connections (`mappedCandidates`). Each session gathers its candidates, runs one agent, and
+ * connect() resolves with a TLS Link once the peer proved it holds the expected key.
+ */
+import { randomBytes } from 'node:crypto'
+import { DhtnetError, throwIfAborted } from '../../errors.js'
+import { toLogger, type Logger, type LoggerLike } from '../../util/log.js'
+import type { Identity } from '../../identity/types.js'
+import type { Link, Transport, TransportSession, TransportSessionContext } from '../transport.js'
+import { encodeIceMessage, localCandidates, parseIceMessage, type IceDescription, type LocalCandidateInputs } from './candidates.js'
+import { IceTcpAgent, DEFAULT_AGENT_LIMITS, DEFAULT_AGENT_TIMEOUTS, type AgentLimits, type AgentTimeouts } from './agent.js'
+import { PassiveListener, DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, DEFAULT_PRE_AUTH_TIMEOUT_MS, type ListeningAddress } from './listener.js'
+import { hostAddresses, isLinkLocal, isLoopback, isUnusable } from './gather.js'
+import { establishTls, tlsContext, type TlsMode } from './tls-link.js'
+import { IceTcpLink } from './link.js'
+import { ipFamily, normalizeIp, formatHostPort } from '../stun/ip.js'
+
+export interface MappedCandidate {
+  /** Public address and port of the TCP mapping. */
+  readonly address: string
+  readonly port: number
+  /** The local address the mapping forwards to (the candidate's base). */
+  readonly localAddress: string
+}
+
+export interface IceTcpTimeouts extends AgentTimeouts {
+  /** Whole ICE phase of connect(), from start to nomination (default 20000). */
+  readonly iceMs: number
+  /** TLS handshake (default 15000; a C++ peer on a fresh cache answers ~1 s late). */
+  readonly tlsMs: number
+  /** An inbound connection must authenticate within this (default 3000). */
+  readonly preAuthMs: number
+}
+
+export interface IceTcpLimits extends AgentLimits {
+  readonly maxUnauthenticated: number
+  readonly maxUnauthenticatedPerAddress: number
+}
+
+export interface IceTcpTransportOptions {
+  readonly identity: Identity
+  /** Listen and gather on this address only ('0.0.0.0' / '::' = that family only). */
+  readonly bindAddress?: string | undefined
+  /** Only these interface names. */
+  readonly interfaces?: readonly string[] | undefined
+  /** Offer loopback candidates (pjnath never does; for tests on 127.0.0.1). */
+  readonly includeLoopback?: boolean | undefined
+  /** Listening port range, inclusive. */
+  readonly portRange?: readonly [number, number] | undefined
+  /** The public address the DHT sees: a srflx `active` candidate when it is routable and not one of ours. */
+  readonly publicAddress?: (() => string | undefined | Promise<string | undefined>) | undefined
+  /** TCP port mappings (UPnP / NAT-PMP) of our listening ports: srflx `passive` candidates. */
+  readonly mappedCandidates?: ((listening: readonly ListeningAddress[]) => readonly MappedCandidate[] | Promise<readonly MappedCandidate[]>) | undefined
+  /** STUN SOFTWARE value; false: none. Default 'dhtnet-ts'. */
+  readonly software?: string | false | undefined
+  /** 'auto' (default): native TLS on TCP when the peer is ours (peerIsNative), framed otherwise; 'framed' always. */
+  readonly mode?: 'auto' | 'framed' | undefined
+  readonly timeouts?: Partial<IceTcpTimeouts> | undefined
+  readonly limits?: Partial<IceTcpLimits> | undefined
+  readonly logger?: LoggerLike | undefined
+}
+
+export const DEFAULT_SOFTWARE = 'dhtnet-ts'
+
+export class IceTcpTransport implements Transport {
+  readonly name = 'ice-tcp' as const
+  private readonly logger: Logger
+  private readonly timeouts: IceTcpTimeouts
+  private readonly limits: IceTcpLimits
+  private readonly context
+  private listener: Promise<PassiveListener> | undefined
+  private readonly sessions = new Set<IceTcpSession>()
+  private closed = false
+
+  constructor(readonly options: IceTcpTransportOptions) {
+    this.logger = toLogger(options.logger)
+    this.timeouts = { ...DEFAULT_AGENT_TIMEOUTS, iceMs: 20_000, tlsMs: 15_000, preAuthMs: DEFAULT_PRE_AUTH_TIMEOUT_MS, ...options.timeouts }
+    this.limits = { ...DEFAULT_AGENT_LIMITS, maxUnauthenticated: DEFAULT_MAX_UNAUTHENTICATED, maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, ...options.limits }
+    this.context = tlsContext(options.identity)
+  }
+
+  /** Open the shared listening sockets now (else at the first session); resolves with their addresses. */
+  async listen(): Promise<readonly ListeningAddress[]> {
+    if (this.closed) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed')
+    this.listener ??= PassiveListener.open({
+      bindAddress: this.options.bindAddress,
+      portRange: this.options.portRange,
+      preAuthTimeoutMs: this.timeouts.preAuthMs,
+      maxUnauthenticated: this.limits.maxUnauthenticated,
+      maxUnauthenticatedPerAddress: this.limits.maxUnauthenticatedPerAddress,
+      logger: this.logger,
+    })
+    try {
+      return (await this.listener).addresses
+    } catch (err) {
+      this.listener = undefined
+      throw err
+    }
+  }
+
+  async createSession(context: TransportSessionContext): Promise<TransportSession> {
+    throwIfAborted(context.signal)
+    if (this.closed) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed')
+    if (!context.peerChain[0]) throw new DhtnetError('INVALID_ARGUMENT', 'ICE-TCP: no peer certificate to authenticate against')
+    await this.listen()
+    const listener = await this.listener!
+    const remote = context.role === 'responder' ? parseRemote(context.remoteDescription) : undefined
+    const hosts = hostAddresses(this.options).filter((h) => listener.portFor(h.family) !== undefined)
+    if (hosts.length === 0) {
+      throw new DhtnetError('ICE_FAILED', 'ICE-TCP: no usable local address', { hint: this.options.includeLoopback ? undefined : 'is the machine offline? (loopback is not offered)' })
+    }
+    const inputs: LocalCandidateInputs = {
+      hosts: hosts.map((h) => ({ address: h.address, passivePort: listener.portFor(h.family)! })),
+      mapped: (await this.options.mappedCandidates?.(listener.addresses)) ?? [],
+      reflexive: await this.reflexive(hosts.map((h) => h.address)),
+    }
+    throwIfAborted(context.signal)
+    const ufrag = randomBytes(4).toString('hex')
+    const pwd = randomBytes(12).toString('hex')
+    const candidates = localCandidates(inputs)
+    const software = this.options.software === false ? undefined : Buffer.from(this.options.software ?? DEFAULT_SOFTWARE)
+    const agent = new IceTcpAgent({
+      role: context.role === 'responder' ? 'controlling' : 'controlled',
+      ufrag,
+      pwd,
+      candidates,
+      hosts,
+      includeLoopback: this.options.includeLoopback ?? false,
+      software,
+      timeouts: this.timeouts,
+      limits: this.limits,
+      logger: this.logger,
+    })
+    listener.register(ufrag, (socket, request, decoder) => agent.acceptInbound(socket, request, decoder))
+    const session = new IceTcpSession(this, context, agent, listener, encodeIceMessage({ ufrag, pwd, candidates }), remote, () => this.sessions.delete(session))
+    this.sessions.add(session)
+    this.logger('debug', `ice-tcp: session ${ufrag} as ${context.role}: ${candidates.length} candidates`)
+    return session
+  }
+
+  /** @internal what sessions need. */
+  get settings() {
+    return { timeouts: this.timeouts, context: this.context, logger: this.logger, mode: this.options.mode ?? 'auto' }
+  }
+
+  private async reflexive(ours: readonly string[]): Promise<LocalCandidateInputs['reflexive']> {
+    const raw = await this.options.publicAddress?.()
+    if (!raw) return undefined
+    const address = normalizeIp(raw)
+    const family = ipFamily(address)
+    if (!family || isUnusable(address) || isLoopback(address) || isLinkLocal(address) || ours.includes(address)) return undefined
+    const base = ours.find((a) => ipFamily(a) === family && !isLoopback(a) && !isLinkLocal(a))
+    return base ? { address, localAddress: base } : undefined
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const s of [...this.sessions]) s.close(new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed'))
+    const listener = this.listener
+    this.listener = undefined
+    if (listener) await (await listener.catch(() => undefined))?.close()
+  }
+}
+
+function parseRemote(description: string | undefined): IceDescription {
+  if (description === undefined) throw new DhtnetError('BAD_ICE_MESSAGE', 'ICE-TCP: the peer sent no ICE description')
+  return parseIceMessage(description)
+}
+
+export class IceTcpSession implements TransportSession {
+  private connecting = false
+  private done = false
+  private readonly closing = new AbortController()
+
+  constructor(
+    private readonly transport: IceTcpTransport,
+    private readonly context: TransportSessionContext,
+    private readonly agent: IceTcpAgent,
+    private readonly listener: PassiveListener,
+    readonly localDescription: string,
+    private readonly remote: IceDescription | undefined,
+    private readonly onDone: () => void,
+  ) {}
+
+  async connect(options: { remoteDescription?: string | undefined; peerIsNative?: boolean | undefined; signal: AbortSignal }): Promise<Link> {
+    if (this.connecting) throw new DhtnetError('INVALID_ARGUMENT', 'ICE-TCP: connect() called twice on one session')
+    if (this.done) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP session closed')
+    this.connecting = true
+    const { timeouts, context: tls, logger, mode } = this.transport.settings
+    const signal = AbortSignal.any([this.context.signal, options.signal, this.closing.signal])
+    const onAbort = () => this.agent.close('aborted', signal.reason instanceof DhtnetError ? signal.reason : new DhtnetError('ABORTED', 'ICE-TCP: connection attempt aborted'))
+    signal.addEventListener('abort', onAbort, { once: true })
+    const iceTimer = setTimeout(() => this.agent.fail(`${this.agent.summary()} (no nomination within ${timeouts.iceMs} ms)`), timeouts.iceMs)
+    try {
+      throwIfAborted(signal)
+      const remote = this.remote ?? parseRemote(options.remoteDescription)
+      const path = await this.agent.start(remote)
+      clearTimeout(iceTimer)
+      this.listener.unregister(this.agentUfrag)
+      const native = mode === 'auto' && (this.context.role === 'responder' ? this.context.peerIsNative : options.peerIsNative) === true
+      const tlsMode: TlsMode = native ? 'native' : 'framed'
+      const result = await establishTls({
+        path,
+        tlsRole: this.context.role === 'responder' ? 'client' : 'server',
+        context: tls,
+        expectedPeer: this.context.peerChain[0]!,
+        mode: tlsMode,
+        timeoutMs: timeouts.tlsMs,
+        signal,
+        logger,
+      })
+      const link = new IceTcpLink(result.socket, path.socket, result.framed, {
+        transport: 'ice-tcp',
+        candidatePair: path.candidatePair,
+        localAddress: formatHostPort(path.localAddress, path.localPort),
+        remoteAddress: formatHostPort(path.remoteAddress, path.remotePort),
+      }, tlsMode, result.peerChain)
+      logger('info', `ice-tcp: connected ${link.path.localAddress} -> ${link.path.remoteAddress} (${path.candidatePair}, ${tlsMode} TLS)`)
+      return link
+    } catch (err) {
+      this.agent.close('failed')
+      throw err
+    } finally {
+      clearTimeout(iceTimer)
+      signal.removeEventListener('abort', onAbort)
+      this.finish()
+    }
+  }
+
+  private get agentUfrag(): string {
+    return this.localDescription.slice(0, this.localDescription.indexOf('\n'))
+  }
+
+  /** Give up: every socket and timer of the attempt is freed. A Link already returned by connect() is the caller's
+   *  and stays open. Idempotent. */
+  close(err?: Error): void {
+    if (!this.done) this.closing.abort(err ?? new DhtnetError('ABORTED', 'ICE-TCP session closed'))
+    this.agent.close('session closed', err)
+    this.finish()
+  }
+
+  private finish(): void {
+    if (this.done) return
+    this.done = true
+    this.listener.unregister(this.agentUfrag)
+    this.onDone()
+  }
+}
