@@ -337,6 +337,36 @@ export class ConnectionManager extends EventEmitter {
     return op
   }
 
+  /**
+   * A live connection to a device, shared or new, without opening a channel. Its ConnectionInfo says what the peer
+   * is before a tool picks its first channel: `mux: 'dhtnet'` is a C++ DHTNet device (which speaks DHTNet's own
+   * channel protocols), `transport` and `path` how it is reached. Same bound and retry as connectDevice.
+   */
+  async connect(idOrCert: PeerSpec, options: Pick<ConnectDeviceOptions, 'forceNewSocket' | 'connType' | 'timeoutMs' | 'signal'> = {}): Promise<ConnectionInfo> {
+    if (this._closed) throw new DhtnetError('ABORTED', 'the connection manager is closed')
+    const peer = this.peerRef(idOrCert)
+    const what = `connecting to ${peer.hex.slice(0, 16)}…`
+    const deadline = new Deadline(options.timeoutMs ?? this.connectTimeoutMs, what, options.signal, this.closing.signal)
+    deadline.onStep = (step, ms) => this.log('debug', `${what}: +${ms.toFixed(0)} ms: ${step}`)
+    try {
+      return (await this.linkWithRetry(peer, options, deadline, what)).info()
+    } finally {
+      deadline.dispose()
+    }
+  }
+
+  /** getLink, retried once on a retryable failure (a race inside a transport library). */
+  private async linkWithRetry(peer: PeerRef, options: ConnectDeviceOptions, deadline: Deadline, what: string): Promise<PeerLink> {
+    try {
+      return await this.getLink(peer, options, deadline)
+    } catch (err) {
+      deadline.throwIfAborted()
+      if (!isDhtnetError(err) || !err.retryable) throw err
+      this.log('debug', `${what}: ${err.message}; retrying once`)
+      return this.getLink(peer, options, deadline)
+    }
+  }
+
   private async runConnect(peer: PeerRef, name: string, options: ConnectDeviceOptions): Promise<Channel> {
     const what = `connecting to ${peer.hex.slice(0, 16)}… channel "${name.length > 64 ? name.slice(0, 61) + '...' : name}"`
     const deadline = new Deadline(options.timeoutMs ?? this.connectTimeoutMs, what, options.signal, this.closing.signal)

@@ -6,6 +6,7 @@ import type { X509Certificate } from 'node:crypto'
 import { DhtnetError } from '../errors.js'
 import type { Mux } from '../mux/mux.js'
 import { Multiplexer } from '../mux/native/multiplexer.js'
+import { DhtnetMux } from '../mux/dhtnet/dhtnet-mux.js'
 import type { MessageTransport, Link } from '../transport/transport.js'
 import type { ManagerContext } from './context.js'
 
@@ -33,6 +34,12 @@ export function nativeMux(ctx: ManagerContext, link: Link, peerCert: X509Certifi
 }
 
 /** DHTNet's MultiplexedSocket on an ICE-TCP link, for a C++ DHTNet peer. */
-export function dhtnetMux(_ctx: ManagerContext, link: Link, _peerCert: X509Certificate, _initiator: boolean): Mux {
-  throw new DhtnetError('UNSUPPORTED_TRANSPORT', `DHTNet's multiplexer is not available on the ${link.transport} link`)
+export function dhtnetMux(ctx: ManagerContext, link: Link, peerCert: X509Certificate, initiator: boolean): Mux {
+  if (!link.stream) throw new DhtnetError('UNSUPPORTED_TRANSPORT', `DHTNet's multiplexer needs a byte stream; the ${link.transport} link carries messages`)
+  return new DhtnetMux({
+    stream: link.stream,
+    initiator,
+    onChannelRequest: (name) => ctx.decideChannel(peerCert, name),
+    logger: ctx.log,
+  })
 }
