@@ -11,5 +11,5 @@ export type {
 export { ChannelSocket } from './native/channel-socket.js'
 export { DatagramChannel } from './native/datagram-channel.js'
 export { MAX_CHANNEL_NAME_BYTES, MUX_PROTOCOL_VERSION } from './native/frames.js'
-export type { Mux, MuxProtocol, MuxCapabilities, StreamChannel } from './mux.js'
-export { isStreamChannel } from './mux.js'
+export type { Mux, MuxProtocol, MuxCapabilities, StreamChannel, MessageStreamChannel } from './mux.js'
+export { isStreamChannel, supportsMessageMode } from './mux.js'

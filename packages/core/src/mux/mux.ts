@@ -83,6 +83,23 @@ export interface Mux extends EventEmitter {
   close(err?: Error): void
 }
 
+/**
+ * A stream channel that can deliver the peer's writes as whole messages: DHTNet's channels, where each C++ `write()`
+ * is one frame (dvpn: one IP packet per write). After `setMessageMode()` every frame from the peer is one
+ * `'message'` event (Buffer) instead of readable data; see DhtnetChannel.setMessageMode. Our native stream channels
+ * coalesce writes (flow control, large frames) and do not offer this: frame messages yourself there.
+ */
+export interface MessageStreamChannel extends StreamChannel {
+  setMessageMode(maxMessageBytes?: number): this
+  /** Frames dropped in message mode because they were over the bound. */
+  readonly droppedMessages: number
+}
+
+/** true for a stream channel that offers message mode (a DHTNet channel). */
+export function supportsMessageMode(channel: StreamChannel): channel is MessageStreamChannel {
+  return typeof (channel as Partial<MessageStreamChannel>).setMessageMode === 'function'
+}
+
 /** true for a stream channel of any multiplexer (tools check this instead of a concrete class). */
 export function isStreamChannel(value: unknown): value is StreamChannel {
   return (

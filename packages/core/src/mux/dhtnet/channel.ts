@@ -80,6 +80,13 @@ export class DhtnetChannel extends Duplex implements StreamChannel {
   private eofPushed = false
   private delivered = true
   private deferredFate: (() => void) | undefined
+  /** Message mode (setMessageMode): the largest frame kept, and the frame being reassembled. */
+  private messageMax = 0
+  private messageParts: Buffer[] = []
+  private messageSize = 0
+  private messageExpected = 0
+  private messageDropping = false
+  private _droppedMessages = 0
 
   /** @internal created by DhtnetMux only */
   constructor(init: DhtnetChannelInit) {
@@ -104,6 +111,34 @@ export class DhtnetChannel extends Duplex implements StreamChannel {
   /** Payload bytes handed to the connection. */
   get bytesWritten(): number {
     return this._bytesWritten
+  }
+
+  /** Message mode: frames from the peer dropped because they were larger than its bound. */
+  get droppedMessages(): number {
+    return this._droppedMessages
+  }
+
+  /** true once setMessageMode() was called. */
+  get messageMode(): boolean {
+    return this.messageMax > 0
+  }
+
+  /**
+   * Message mode, for the channel protocols whose unit is one C++ `write()` (DHTNet's dvpn: one IP packet per
+   * write): from now on every data frame the peer sends is emitted whole as one `'message'` event (Buffer),
+   * reassembled when it arrived in pieces, instead of going to the readable side, so message boundaries survive
+   * whatever the TLS records did to them. A frame larger than `maxMessageBytes` (default 65535, the largest frame a
+   * C++ peer writes) is dropped and counted (`droppedMessages`); nothing is allocated for it. Data already in the
+   * readable buffer stays there. The peer's EOF still ends the readable side (`'end'`: keep it flowing, e.g.
+   * `resume()`, to see it). Our writes are frames as always: one write of at most 65535 bytes is one message for
+   * the peer. A listener throwing is the mux's problem as for any data handler: keep `'message'` handlers safe.
+   */
+  setMessageMode(maxMessageBytes: number = MAX_FRAME_DATA): this {
+    if (!Number.isInteger(maxMessageBytes) || maxMessageBytes < 1) {
+      throw new DhtnetError('INVALID_ARGUMENT', `maxMessageBytes must be a positive integer, got ${maxMessageBytes}`)
+    }
+    this.messageMax = maxMessageBytes
+    return this
   }
 
   /** true once the peer sent EOF. */
@@ -219,11 +254,40 @@ export class DhtnetChannel extends Duplex implements StreamChannel {
 
   // ---- called by DhtnetMux ----
 
+  /** @internal A data frame of `length` bytes (> 0) from the peer begins; its data follows in muxData calls. */
+  muxFrameStart(length: number): void {
+    if (this.messageMax === 0) return
+    this.messageParts = []
+    this.messageSize = 0
+    this.messageExpected = length
+    this.messageDropping = length > this.messageMax
+    if (this.messageDropping) this._droppedMessages++
+  }
+
   /** @internal Data from the peer (a view of the connection's buffer). */
   muxData(data: Buffer): void {
     this._bytesRead += data.length
     if (this.destroyed || this.eofPushed) return
+    if (this.messageMax > 0) return this.messageData(data)
     if (!this.push(data)) this.host.readBlocked(this)
+  }
+
+  private messageData(data: Buffer): void {
+    if (this.messageDropping) return
+    // the common case: the whole frame in one piece, handed on as the view it is
+    if (this.messageSize === 0 && data.length === this.messageExpected) {
+      this.messageExpected = 0
+      this.emit('message', data)
+      return
+    }
+    this.messageParts.push(data)
+    this.messageSize += data.length
+    if (this.messageSize < this.messageExpected) return
+    const message = Buffer.concat(this.messageParts, this.messageSize)
+    this.messageParts = []
+    this.messageSize = 0
+    this.messageExpected = 0
+    this.emit('message', message)
   }
 
   /** @internal EOF from the peer; the multiplexer already forgot the channel. */

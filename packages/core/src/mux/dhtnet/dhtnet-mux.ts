@@ -673,6 +673,7 @@ export class DhtnetMux extends EventEmitter implements Mux {
       return
     }
     this.rxTarget = ch
+    ch?.muxFrameStart(length)
     if (!ch) {
       this.droppedFrames++
       this.debugSometimes(this.droppedFrames, `dropped a frame of ${length} bytes for channel ${channel}, which does not exist`)
