@@ -1,144 +1,21 @@
 /**
  * The attacks of issue 12 (items 1, 2, 3 and the storage eviction of 10), each bounded, against a real victim
- * process (scripts/bench/dht-attack-victim.ts: DhtNode + SecureDht with an RSA-4096 identity listening at its
+ * process (packages/core/test/helpers/dht-victim.ts: DhtNode + SecureDht with an RSA-4096 identity listening at its
  * connection-request keys) from an attacker socket on 127.0.0.2, with a legitimate prober on 127.0.0.3 pinging the
  * victim every 20 ms throughout. Reports, per attack: the victim's CPU seconds, its longest event-loop stall, the
  * prober's worst ping round trip and lost pings, the victim's counters and its memory after a full gc.
  *
  *   node --import tsx scripts/bench/dht-attack.ts        (loopback only; ~1 minute; ends with one JSON line)
  */
-import { fork, type ChildProcess } from 'node:child_process'
-import dgram from 'node:dgram'
-import { resolve } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { Attacker, hugeExponentKey, junkEncryptedValue, junkSignedValue } from '../../packages/core/test/helpers/dht-attack.js'
-import { WireEncoder, decodeMessage } from '../../packages/core/src/dht/wire.js'
+import { Victim, Prober, type VictimStats } from '../../packages/core/test/helpers/dht-victim-process.js'
 import { randomHash } from '../../packages/core/src/dht/infohash.js'
 import { Storage } from '../../packages/core/src/dht/storage.js'
 import { packValue } from '../../packages/core/src/dht/value.js'
 
 const log = (m: string) => process.stderr.write(`[bench dht-attack] ${m}\n`)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-export interface VictimStats {
-  node: Record<string, unknown> & { datagramsIn: number }
-  secure: Record<string, number>
-  rssMb: number
-  heapMb: number
-  cpuS: number
-  lagMaxMs: number
-  lagSumMs: number
-  heard: number
-  sids: number[]
-}
-
-export class Victim {
-  port = 0
-  id = ''
-  longId = ''
-  peerKeys: Buffer[] = []
-  private waiters = new Map<string, (m: unknown) => void>()
-
-  private constructor(readonly child: ChildProcess) {
-    child.on('message', (m: { op: string }) => {
-      const w = this.waiters.get(m.op)
-      if (w) {
-        this.waiters.delete(m.op)
-        w(m)
-      }
-    })
-  }
-
-  static async start(env: Record<string, string> = {}): Promise<Victim> {
-    const child = fork(resolve(import.meta.dirname, 'dht-attack-victim.ts'), [], {
-      execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...env },
-    })
-    const v = new Victim(child)
-    const ready = (await v.request({ op: 'ready' }, 60_000, false)) as { port: number; id: string; longId: string; peerKeys: string[] }
-    v.port = ready.port
-    v.id = ready.id
-    v.longId = ready.longId
-    v.peerKeys = ready.peerKeys.map((k) => Buffer.from(k, 'hex'))
-    return v
-  }
-
-  request(m: { op: string; [k: string]: unknown }, timeoutMs = 30_000, send = true): Promise<unknown> {
-    return new Promise((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`victim did not answer '${m.op}' in ${timeoutMs} ms`)), timeoutMs)
-      this.waiters.set(m.op, (x) => { clearTimeout(t); res(x) })
-      if (send) this.child.send(m)
-    })
-  }
-
-  stats(): Promise<VictimStats> {
-    return this.request({ op: 'stats' }) as Promise<VictimStats>
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return
-    const done = new Promise((r) => this.child.once('exit', r))
-    this.child.send({ op: 'stop' })
-    const k = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
-    await done
-    clearTimeout(k)
-  }
-}
-
-/** Pings the victim every `everyMs` from its own loopback address; round trips and losses (no answer in 2 s). */
-export class Prober {
-  private sock!: dgram.Socket
-  private readonly enc = new WireEncoder({ myId: randomHash(), userAgent: 'RNG1', network: 0, isClient: false })
-  private readonly sentAt = new Map<number, number>()
-  private tid = 1
-  private timer?: NodeJS.Timeout
-  rtts: number[] = []
-  lost = 0
-
-  static async open(port: number, address = '127.0.0.3'): Promise<Prober> {
-    const p = new Prober()
-    p.sock = dgram.createSocket('udp4')
-    await new Promise<void>((r) => p.sock.bind(0, address, () => r()))
-    p.sock.on('message', (m) => {
-      let msg
-      try { msg = decodeMessage(m) } catch { return }
-      const t0 = p.sentAt.get(msg.tid)
-      if (msg.kind === 'reply' && t0 !== undefined) {
-        p.sentAt.delete(msg.tid)
-        p.rtts.push(performance.now() - t0)
-      }
-    })
-    p.port = port
-    return p
-  }
-
-  private port = 0
-
-  start(everyMs = 20): void {
-    this.rtts = []
-    this.lost = 0
-    this.timer = setInterval(() => {
-      const now = performance.now()
-      for (const [t, at] of this.sentAt) if (now - at > 2000) { this.sentAt.delete(t); this.lost++ }
-      const tid = this.tid++
-      this.sentAt.set(tid, now)
-      this.sock.send(this.enc.ping(tid), this.port, '127.0.0.1')
-    }, everyMs)
-  }
-
-  async stop(): Promise<{ max: number; p50: number; lost: number; n: number }> {
-    clearInterval(this.timer)
-    await sleep(2100)
-    this.lost += this.sentAt.size
-    this.sentAt.clear()
-    const s = [...this.rtts].sort((a, b) => a - b)
-    return { max: s.length ? s[s.length - 1]! : NaN, p50: s.length ? s[Math.floor(s.length / 2)]! : NaN, lost: this.lost, n: s.length }
-  }
-
-  close(): void {
-    clearInterval(this.timer)
-    this.sock.close()
-  }
-}
 
 interface AttackRow {
   attack: string

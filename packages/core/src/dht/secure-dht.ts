@@ -6,10 +6,12 @@
  * - `putSigned` (bumps `seq` past what the network and we already hold), `putEncrypted` (to a key, a certificate or
  *   an id looked up on the DHT);
  * - `get`/`listen` verify signed values and decrypt values addressed to us; forged or undecryptable values are
- *   dropped and counted, never thrown at the caller;
+ *   dropped and counted, never thrown at the caller. Owner keys are checked against the RSA key policy first;
+ *   verifications are budgeted per source IP; decryptions run in a worker thread within budgets per listen (or
+ *   get), per source and overall, each value once (decrypt-queue.ts);
  * - `findCertificate`/`findPublicKey` by 40-hex key id or 64-hex PkId, with a bounded local cache.
  */
-import { X509Certificate, createPublicKey, type KeyObject } from 'node:crypto'
+import { X509Certificate, type KeyObject } from 'node:crypto'
 import { DhtnetError, throwIfAborted } from '../errors.js'
 import type { Identity } from '../identity/types.js'
 import { parsePeerId } from '../identity/ids.js'
@@ -17,24 +19,27 @@ import {
   certificateLocations,
   certificateValue,
   certificatesFromValue,
-  decryptValue,
+  checkValueSignature,
   encryptValue,
   keyId,
   longKeyId,
   publicKeyDer,
   sha1,
-  sha256,
   signValue,
-  verifyValueSignature,
 } from './crypto.js'
+import { PublicKeyCache } from './key-cache.js'
+import { DecryptScheduler, type DecryptLane, type DecryptLimits, type DecryptOutcome } from './decrypt-queue.js'
+import { RateLimiter, type RateLimitOptions } from './rate-limiter.js'
 import { type DhtValue, ValueType, isEncryptedValue, isSignedValue, randomValueId } from './value.js'
 import type { Logger, LogLevel } from '../util/log.js'
 
 /** What SecureDht needs from the DHT engine (DhtNode implements it). Keys are 20-byte hashes. */
 export interface SecureDhtEngine {
-  get(key: Buffer, options: { signal?: AbortSignal; filter?: (v: DhtValue) => boolean }): Promise<DhtValue[]>
+  /** `onValues` (optional for an engine) tells where values came from: the IP of the node that sent them */
+  get(key: Buffer, options: { signal?: AbortSignal; filter?: (v: DhtValue) => boolean; onValues?: (values: DhtValue[], from?: string) => void }): Promise<DhtValue[]>
   put(key: Buffer, value: DhtValue, options: { permanent?: boolean; signal?: AbortSignal }): Promise<boolean>
-  listen(key: Buffer, cb: (values: DhtValue[], expired: boolean) => void): { cancel(): void }
+  /** `from` (optional for an engine): the IP of the node that sent the values, undefined when unknown or ours */
+  listen(key: Buffer, cb: (values: DhtValue[], expired: boolean, from?: string) => void): { cancel(): void }
 }
 
 /** A DHT key: 20 bytes, 40 hex characters, or any other text (hashed with SHA-1 like OpenDHT's InfoHash::get). */
@@ -52,6 +57,18 @@ export interface SecureDhtStats {
   droppedForged: number
   /** Encrypted values we could not decrypt or whose inner signature/recipient was wrong (dropped). */
   droppedUndecryptable: number
+  /** Encrypted values dropped undecrypted: over the decryption budgets with the queues full. */
+  droppedDecryptions: number
+  /** Signed values dropped unverified: their source was over the verification budget. */
+  droppedVerifications: number
+  /** Signed values whose owner key is outside the key policy (RSA, e = 65537, 2048–4096 bits). */
+  rejectedKeys: number
+  /** RSA private-key operations done (in the worker thread). */
+  decryptions: number
+  /** Encrypted values waiting for a decryption now. */
+  decryptQueue: number
+  /** Failed decryptions remembered (not tried again). */
+  rememberedFailures: number
   /** Certificates in the local cache. */
   cachedCertificates: number
 }
@@ -61,6 +78,10 @@ export interface SecureDhtOptions {
   localCertificateLookup?: (id: string) => readonly X509Certificate[] | null | undefined
   /** Bounded cache sizes (certificates/keys, decrypted values). */
   cacheSize?: number
+  /** Budgets and bounds of decryptions (see decrypt-queue.ts for the defaults). */
+  decryptLimits?: DecryptLimits
+  /** Verifications of signed values received, per second per source IP and overall (defaults 128 and 1024). */
+  verifyLimit?: RateLimitOptions
   log?: Logger
 }
 
@@ -94,7 +115,7 @@ class Lru<K, V> {
 }
 
 /** The outcome of checking one value: the value to hand out, or why it is dropped. */
-export type CheckedValue = { ok: true; value: DhtValue } | { ok: false; reason: 'forged' | 'undecryptable' }
+export type CheckedValue = { ok: true; value: DhtValue } | { ok: false; reason: 'forged' | 'rejected-key' | 'undecryptable' | 'dropped' }
 
 export class SecureDht {
   readonly identity: Identity
@@ -108,14 +129,16 @@ export class SecureDht {
   private readonly certificates: Lru<string, X509Certificate[]>
   /** public keys seen on verified values, by 40-hex and 64-hex ids */
   private readonly publicKeys: Lru<string, KeyObject>
-  /** outcome of checking an encrypted value, by id + SHA-256 of the cypher */
-  private readonly checkedCyphers: Lru<string, CheckedValue>
+  /** parsed owner keys, checked against the key policy */
+  private readonly ownerKeys = new PublicKeyCache()
+  private readonly decrypts: DecryptScheduler
+  private readonly verifyLimiter: RateLimiter
   /** last seq we signed per key and value id */
   private readonly lastSeq: Lru<string, number>
   private readonly listens = new Set<{ cancel(): void }>()
   private readonly closing = new AbortController()
   private certificatePublication: Promise<{ keyIdKey: boolean; longIdKey: boolean }> | undefined
-  private readonly counters = { verified: 0, decrypted: 0, droppedForged: 0, droppedUndecryptable: 0 }
+  private readonly counters = { verified: 0, decrypted: 0, droppedForged: 0, droppedUndecryptable: 0, droppedVerifications: 0 }
 
   constructor(dht: SecureDhtEngine, identity: Identity, options: SecureDhtOptions = {}) {
     if (!identity.publicKeyDer.equals(publicKeyDer(identity.certificate))) {
@@ -129,7 +152,8 @@ export class SecureDht {
     const size = options.cacheSize ?? 1024
     this.certificates = new Lru(size)
     this.publicKeys = new Lru(size)
-    this.checkedCyphers = new Lru(size)
+    this.decrypts = new DecryptScheduler(identity, this.ownerKeys, options.decryptLimits, (m) => this.log('debug', m))
+    this.verifyLimiter = new RateLimiter({ perIp: 128, overall: 1024, ...options.verifyLimit })
     this.lastSeq = new Lru(size * 4)
     this.registerCertificate(identity.chain)
   }
@@ -163,81 +187,148 @@ export class SecureDht {
     this.closing.abort()
     for (const l of this.listens) l.cancel()
     this.listens.clear()
+    void this.decrypts.close()
   }
 
   stats(): SecureDhtStats {
-    return { ...this.counters, cachedCertificates: this.certificates.size }
+    const d = this.decrypts.stats()
+    return {
+      ...this.counters,
+      droppedDecryptions: d.droppedDecryptions,
+      rejectedKeys: this.ownerKeys.rejected,
+      decryptions: d.decryptions,
+      decryptQueue: d.queued,
+      rememberedFailures: d.rememberedFailures,
+      cachedCertificates: this.certificates.size,
+    }
   }
 
   // -------------------------------------------------------------------------------------------------------------
   // Values
 
-  /** Decrypt or verify one value: the value to hand out, or why it is dropped. */
-  checkValue(v: DhtValue): CheckedValue {
+  /**
+   * Verify or decrypt one value received from `source` (an IP address): the value to hand out, or why it is
+   * dropped. Decryptions go through the budgets of `lane` (a new one-off lane when absent).
+   */
+  async checkValue(v: DhtValue, source?: string, lane?: DecryptLane): Promise<CheckedValue> {
     if (isEncryptedValue(v)) {
-      const cacheKey = `${v.id}:${sha256(v.cypher!).toString('hex')}`
-      const cached = this.checkedCyphers.get(cacheKey)
-      if (cached) return cached
-      let result: CheckedValue
+      const own = lane ?? this.decrypts.lane()
       try {
-        const dv = decryptValue(v, this.identity)
-        this.rememberOwner(dv.owner!)
-        result = { ok: true, value: dv }
-      } catch (err) {
-        this.log('debug', `dropping value ${v.id.toString(16)}: ${(err as Error).message}`)
-        result = { ok: false, reason: 'undecryptable' }
+        return this.fromDecryption(await this.decrypts.submit(v, own, source))
+      } finally {
+        if (!lane) this.decrypts.closeLane(own)
       }
-      this.checkedCyphers.set(cacheKey, result)
-      return result
     }
-    if (isSignedValue(v)) {
-      if (verifyValueSignature(v)) {
-        this.rememberOwner(v.owner!)
-        return { ok: true, value: v }
-      }
-      this.log('debug', `dropping value ${v.id.toString(16)}: bad signature`)
-      return { ok: false, reason: 'forged' }
-    }
-    return { ok: true, value: v }
+    return this.checkClear(v, source)
   }
 
-  private filterValues(values: readonly DhtValue[], filter?: (v: DhtValue) => boolean): DhtValue[] {
-    const out: DhtValue[] = []
-    for (const v of values) {
-      const c = this.checkValue(v)
-      if (!c.ok) {
-        if (c.reason === 'forged') this.counters.droppedForged++
-        else this.counters.droppedUndecryptable++
-        continue
-      }
-      if (isEncryptedValue(v)) this.counters.decrypted++
-      else if (isSignedValue(v)) this.counters.verified++
-      if (!filter || filter(c.value)) out.push(c.value)
+  /** Signed values: owner key policy, then the signature within the source's budget. Plain values pass. */
+  private checkClear(v: DhtValue, source: string | undefined): CheckedValue {
+    if (!isSignedValue(v)) return { ok: true, value: v }
+    if (!this.verifyLimiter.allow(source ?? '?')) {
+      this.log('debug', `dropping value ${v.id.toString(16)}: verification budget of ${source ?? 'an unknown source'} exhausted`)
+      return { ok: false, reason: 'dropped' }
     }
-    return out
+    const check = checkValueSignature(v, this.ownerKeys)
+    if (check === 'ok') {
+      this.rememberOwner(v.owner!)
+      return { ok: true, value: v }
+    }
+    this.log('debug', `dropping value ${v.id.toString(16)}: ${check === 'rejected-key' ? 'owner key outside the key policy' : 'bad signature'}`)
+    return { ok: false, reason: check === 'rejected-key' ? 'rejected-key' : 'forged' }
+  }
+
+  private fromDecryption(o: DecryptOutcome): CheckedValue {
+    if (!o.ok) return o
+    this.rememberOwner(o.value.owner!)
+    return o
+  }
+
+  /** Count one checked value; the value to hand out (undefined when dropped). */
+  private tally(v: DhtValue, c: CheckedValue): DhtValue | undefined {
+    if (!c.ok) {
+      if (c.reason === 'forged' || c.reason === 'rejected-key') this.counters.droppedForged++
+      else if (c.reason === 'undecryptable') this.counters.droppedUndecryptable++
+      else if (!isEncryptedValue(v)) this.counters.droppedVerifications++
+      return undefined
+    }
+    if (isEncryptedValue(v)) this.counters.decrypted++
+    else if (isSignedValue(v)) this.counters.verified++
+    return c.value
   }
 
   /** Values at `key`: signed ones verified, ours decrypted, the rest dropped. `filter` sees the checked values. */
   async get(key: DhtKey, options: { signal?: AbortSignal; filter?: (v: DhtValue) => boolean } = {}): Promise<DhtValue[]> {
     const signal = this.withClosing(options.signal)
     throwIfAborted(signal)
-    const values = await this.dht.get(toDhtKey(key), { signal })
-    return this.filterValues(values, options.filter)
+    const sources = new Map<DhtValue, string | undefined>()
+    const values = await this.dht.get(toDhtKey(key), {
+      signal,
+      onValues: (vals, from) => { for (const v of vals) if (!sources.has(v)) sources.set(v, from) },
+    })
+    const lane = this.decrypts.lane()
+    const onAbort = () => this.decrypts.closeLane(lane)
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      const checked = await Promise.all(values.map((v) => this.checkValue(v, sources.get(v), lane)))
+      throwIfAborted(signal)
+      const out: DhtValue[] = []
+      values.forEach((v, i) => {
+        const c = this.tally(v, checked[i]!)
+        if (c && (!options.filter || options.filter(c))) out.push(c)
+      })
+      return out
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+      this.decrypts.closeLane(lane)
+    }
   }
 
-  /** Listen at `key`; the callback gets checked values only (never an empty batch). */
+  /**
+   * Listen at `key`; the callback gets checked values only (never an empty batch). Plain and signed values come
+   * at once, decrypted ones as their decryption ends (in a worker, within this listen's budget). Expiry notices
+   * for encrypted values are passed on only for values this SecureDht decrypted (no decryption for them).
+   */
   listen(
     key: DhtKey,
     cb: (values: DhtValue[], expired: boolean) => void,
     options: { filter?: (v: DhtValue) => boolean } = {},
   ): { cancel(): void } {
-    const inner = this.dht.listen(toDhtKey(key), (values, expired) => {
-      const checked = this.filterValues(values, options.filter)
-      if (checked.length > 0) cb(checked, expired)
+    const lane = this.decrypts.lane()
+    const hand = (values: DhtValue[], expired: boolean) => {
+      if (lane.closed || values.length === 0) return
+      try {
+        cb(values, expired)
+      } catch (err) {
+        this.log('warn', `listen callback threw: ${(err as Error).message}`)
+      }
+    }
+    const pass = (v: DhtValue | undefined): v is DhtValue => v !== undefined && (!options.filter || options.filter(v))
+    const inner = this.dht.listen(toDhtKey(key), (values, expired, from) => {
+      const ready: DhtValue[] = []
+      for (const v of values) {
+        if (!isEncryptedValue(v)) {
+          const c = this.tally(v, this.checkClear(v, from))
+          if (pass(c)) ready.push(c)
+        } else if (expired) {
+          const known = this.decrypts.known(v)
+          if (known?.ok && pass(known.value)) ready.push(known.value)
+        } else {
+          void this.decrypts.submit(v, lane, from).then((o) => {
+            if (lane.closed) return
+            const c = this.tally(v, this.fromDecryption(o))
+            if (pass(c)) hand([c], false)
+          })
+        }
+      }
+      hand(ready, expired)
     })
     const handle = {
       cancel: () => {
-        if (this.listens.delete(handle)) inner.cancel()
+        if (this.listens.delete(handle)) {
+          this.decrypts.closeLane(lane)
+          inner.cancel()
+        }
       },
     }
     this.listens.add(handle)
@@ -386,13 +477,10 @@ export class SecureDht {
   private rememberOwner(owner: Buffer): void {
     const short = keyId(owner).toString('hex')
     if (this.publicKeys.get(short)) return
-    try {
-      const key = createPublicKey({ key: owner, format: 'der', type: 'spki' })
-      this.publicKeys.set(short, key)
-      this.publicKeys.set(longKeyId(owner).toString('hex'), key)
-    } catch {
-      // a verified signature implies a parsable key; nothing to remember otherwise
-    }
+    const k = this.ownerKeys.get(owner)
+    if (!k.ok) return // a verified signature implies an acceptable key; nothing to remember otherwise
+    this.publicKeys.set(short, k.key)
+    this.publicKeys.set(longKeyId(owner).toString('hex'), k.key)
   }
 
   private withClosing(signal: AbortSignal | undefined): AbortSignal {

@@ -81,6 +81,11 @@ export function junkEncryptedValue(id: bigint, cypherBytes = 512): DhtValue {
 // ------------------------------------------------------------------------------------------------ the attacker
 
 export interface AttackerOptions {
+  /** node id to claim (default random; e.g. a legitimate node's, to show that an id alone opens nothing) */
+  id?: Buffer
+  /** send `s: true` like a client (default true), so the target does not add us to its routing table and our
+   * pushes cannot pass for those of a node it sent a listen to */
+  isClient?: boolean
   /** loopback address to send from (default 127.0.0.2) */
   address?: string
   targetPort: number
@@ -90,8 +95,8 @@ export interface AttackerOptions {
 }
 
 export class Attacker {
-  readonly id = randomHash()
-  readonly enc = new WireEncoder({ myId: this.id, userAgent: 'RNG1', network: 0, isClient: false })
+  readonly id: Buffer
+  readonly enc: WireEncoder
   private sock!: dgram.Socket
   private tid = 1000
   private sent = 0
@@ -102,6 +107,8 @@ export class Attacker {
 
   private constructor(private readonly o: AttackerOptions) {
     this.host = o.targetHost ?? '127.0.0.1'
+    this.id = o.id ?? randomHash()
+    this.enc = new WireEncoder({ myId: this.id, userAgent: 'RNG1', network: 0, isClient: o.isClient ?? true })
   }
 
   static async open(o: AttackerOptions): Promise<Attacker> {
@@ -152,13 +159,17 @@ export class Attacker {
   /** A put request carrying every value inline (one datagram, up to 64 KB), as OpenDHT accepts. */
   putMessage(key: Buffer, values: DhtValue[]): Buffer {
     const packed = values.map((v) => packValue(v))
-    const w = new MsgWriter(256 + packed.reduce((s, b) => s + b.length, 0)).map(5)
+    const w = new MsgWriter(256 + packed.reduce((s, b) => s + b.length, 0)).map((this.o.isClient ?? true) ? 6 : 5)
     w.str('a').map(4).str('id').bin(this.id).str('h').bin(key)
     w.str('values').array(packed.length)
     for (const p of packed) w.raw(p)
     w.str('token').bin(this.token)
     w.str('q').str('put').str('t').uint(this.tid++).str('y').str('q').str('v').str('RNG1')
-    return w.finish()
+    return Buffer.concat([w.finish(), this.clientTail()])
+  }
+
+  private clientTail(): Buffer {
+    return (this.o.isClient ?? true) ? new MsgWriter(8).str('s').bool(true).finish() : Buffer.alloc(0)
   }
 
   /** A legacy listen push: a reply with t = sid carrying values (fragmented when large, as nodes send them). */

@@ -1,17 +1,18 @@
 /**
- * The victim of scripts/bench/dht-attack.ts and of the "under attack" row of scripts/bench/dht: a DhtNode on
+ * The victim of the hardening tests (dht-attacks.test.ts), of scripts/bench/dht-attack.ts and of the "under
+ * attack" row of scripts/bench/dht — a child process (started by VictimProcess in dht-victim-process.ts): a DhtNode on
  * 127.0.0.1 with a SecureDht over an RSA-4096 identity, listening at its two connection-request keys
  * (SHA1("peer:" + long id) and SHA1("peer:" + id)) exactly as a ConnectionManager does. Started with
  * `node --import tsx --expose-gc` through child_process.fork; answers IPC requests:
  *   {op: 'stats'}  → node and SecureDht stats, RSS and heap (after a full gc), CPU seconds, event-loop stalls,
  *                    legitimate requests heard at the peer key, the listen socket ids (to give the attacker the worst case)
  *   {op: 'reset'}  → forget the event-loop stall figures
- *   {op: 'put', key, text} → a plain local put (for the benchmark's legitimate gets)
+ *   {op: 'put', key, text} → a plain local put (for the legitimate gets)
  * Stops on {op: 'stop'} or when the parent goes away.
  */
-import { DhtNode } from '../../packages/core/src/dht/node.js'
-import { SecureDht } from '../../packages/core/src/dht/secure-dht.js'
-import { makeTestIdentity } from '../../packages/core/test/dht-value-fixtures.js'
+import { DhtNode } from '../../src/dht/node.js'
+import { SecureDht } from '../../src/dht/secure-dht.js'
+import { makeTestIdentity } from '../dht-value-fixtures.js'
 
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => {})
 const keyBits = Number(process.env.VICTIM_KEY_BITS ?? 4096)
@@ -19,6 +20,7 @@ const identity = makeTestIdentity('victim', keyBits)
 const node = new DhtNode({ port: 0, bindIpv4: '127.0.0.1', bindIpv6: false, discovery: false, identityId: identity.id })
 await node.start()
 const secure = new SecureDht(node, identity)
+await secure.start() // our certificate, so that legitimate peers can encrypt to us
 let heard = 0
 const keys = [SecureDht.peerKey(identity.longId), SecureDht.peerKey(identity.id)]
 const listens = keys.map((k) => secure.listen(k, (values, expired) => {
@@ -50,6 +52,7 @@ process.on('message', (m: { op: string; key?: string; text?: string }) => {
     const cpu = process.cpuUsage()
     process.send!({
       op: 'stats', node: node.stats(), secure: secure.stats(), rssMb: mem.rss / 1048576, heapMb: mem.heapUsed / 1048576,
+      externalMb: mem.external / 1048576,
       cpuS: (cpu.user + cpu.system) / 1e6, lagMaxMs: lagMax, lagSumMs: lagSum, heard, sids: sids(),
     })
   } else if (m.op === 'reset') {
