@@ -39,16 +39,17 @@ async function attackPhase(victim: Victim, prober: Prober, name: string, sent: s
     const a = await victim.stats()
     await sleep(100)
     const b = await victim.stats()
-    if (b.cpuS - a.cpuS < 0.02) break
+    if (b.cpuS - a.cpuS < 0.02 && !b.secure.decryptQueue) break
   }
   const ping = await prober.stop()
   const s1 = await victim.stats()
+  const mem = await victim.stats(true)
   const row: AttackRow = {
     attack: name, sent, cpuS: s1.cpuS - s0.cpuS, lagMaxMs: s1.lagMaxMs, pingMaxMs: ping.max, pingLost: ping.lost,
-    rssAfterMb: s1.rssMb, counters: counters(s1),
+    rssAfterMb: mem.rssMb, counters: counters(s1),
   }
   log(`${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s, victim CPU ${row.cpuS.toFixed(2)} s, longest stall ${row.lagMaxMs.toFixed(0)} ms, ` +
-    `ping max ${ping.max.toFixed(1)} ms (${ping.lost} lost of ${ping.n + ping.lost}), RSS ${s1.rssMb.toFixed(0)} MB, heap ${s1.heapMb.toFixed(0)} MB; ${row.counters}`)
+    `ping max ${ping.max.toFixed(1)} ms (${ping.lost} lost of ${ping.n + ping.lost}), RSS ${mem.rssMb.toFixed(0)} MB, heap ${mem.heapMb.toFixed(0)} MB; ${row.counters}`)
   return row
 }
 
@@ -96,7 +97,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < 1400; i++) yield* attacker.pushMessages(sids[i % sids.length]!, [junkEncryptedValue(id++, 60_000)])
       }
       await attacker.send(pushes(), { batch: 48, slack: 96 })
-    }, (s) => `ignored pushes ${s.node.ignoredPushes ?? '-'}, undecryptable ${s.secure.droppedUndecryptable}, dropped decryptions ${s.secure.droppedDecryptions ?? '-'}`))
+    }, (s) => `ignored pushes ${s.node.ignoredPushes ?? '-'}, rate-limited ${s.node.rateLimitedDrops}, undecryptable ${s.secure.droppedUndecryptable}, dropped decryptions ${s.secure.droppedDecryptions ?? '-'}`))
   } finally {
     prober.close()
     await attacker.close()

@@ -5,7 +5,12 @@
  *     from /proc), from a closed-loop load generator (this process) spread over 127.0.0.2–127.0.0.17; once with
  *     each node's default rate limits and once with limits off (dhtnode -U, dhtnet-node --no-rate-limit);
  *  2. a 32-node local network of our nodes (one process): median/p95 latency of get, and of put→listen notification;
- *     the same put→listen measured on a 32-node network of dhtnode processes as the baseline.
+ *     the same put→listen measured on a 32-node network of dhtnode processes as the baseline;
+ *  3. under attack: a victim process (DhtNode + SecureDht, RSA-4096, listening at its connection-request keys) serves
+ *     legitimate gets from this process; median/p95 get latency quiet, then while a second process on 127.0.0.2
+ *     (dht-flood.ts) floods it at the default per-IP request rate with junk-signed puts and junk encrypted values at
+ *     its connection-request key. Goal: the median under attack within 2× of the quiet one.
+ * DHT_BENCH_ONLY=attack runs only the third part.
  * Bounded: fixed durations, request caps, per-operation timeouts. Loopback only. Ends with one JSON line.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -14,6 +19,7 @@ import { resolve } from 'node:path'
 import { DhtNode } from '../../packages/core/src/dht/node.js'
 import { DhtnodeProcess, dhtnodePath } from '../../packages/core/test/dht-interop-harness.js'
 import { cpuSeconds, runLoad, type LoadResult } from './dht-loadgen.js'
+import { Victim } from '../../packages/core/test/helpers/dht-victim-process.js'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 const CLI = resolve(ROOT, 'tools/node/dist/cli.js')
@@ -21,6 +27,10 @@ const LOAD_MS = Number(process.env.DHT_BENCH_LOAD_MS ?? 4000)
 const MAX_REQUESTS = 2_000_000
 const NET_SIZE = 32
 const LAT_OPS = Number(process.env.DHT_BENCH_OPS ?? 40)
+/** each half of the "under attack" row: gets every 25 ms for this long */
+const ATTACK_MS = Number(process.env.DHT_BENCH_ATTACK_MS ?? 8000)
+/** the default per-IP request rate limit (rate-limiter.ts): what one source may send without being cut */
+const FLOOD_RATE = Number(process.env.DHT_BENCH_FLOOD_RATE ?? 1024)
 const log = (m: string) => process.stderr.write(`[bench dht] ${m}\n`)
 
 interface Target {
@@ -186,7 +196,92 @@ async function dhtnodeNetwork(): Promise<{ putListen: number[]; failures: number
   return { putListen, failures }
 }
 
+interface AttackResult {
+  quiet: number[]
+  attacked: number[]
+  failures: number
+  flood: { requests: number; values: number; seconds: number; requestsPerSecond: number } | undefined
+  victim: { verifyDrops: number; rejectedKeys: number; badSignatures: number; droppedDecryptions: number; decryptions: number; cpuS: number; rateLimitedDrops: number }
+}
+
+async function underAttack(): Promise<AttackResult> {
+  const victim = await Victim.start()
+  const client = new DhtNode({ port: 0, bindIpv4: '127.0.0.1', bindIpv6: false, discovery: false, bootstrap: [`127.0.0.1:${victim.port}`] })
+  let flood: ChildProcess | undefined
+  let failures = 0
+  try {
+    await client.start()
+    await until(() => client.stats().good4 >= 1, 15_000)
+    await new Promise((r) => setTimeout(r, 500))
+    const measure = async (tag: string): Promise<number[]> => {
+      const out: number[] = []
+      const end = performance.now() + ATTACK_MS
+      for (let i = 0; performance.now() < end; i++) {
+        await new Promise((r) => setTimeout(r, 25))
+        const key = `bench-attack-${tag}-${i}-${Date.now()}`
+        await victim.request({ op: 'put', key, text: `${tag}${i}` })
+        const t0 = performance.now()
+        const vals = await client.get(key, { signal: AbortSignal.timeout(10_000) }).catch(() => [])
+        if (vals.some((v) => v.data?.toString() === `${tag}${i}`)) out.push(performance.now() - t0)
+        else failures++
+      }
+      return out
+    }
+    const quiet = await measure('quiet')
+    const s0 = await victim.stats()
+    flood = spawn(process.execPath, ['--import', 'tsx', resolve(ROOT, 'scripts/bench/dht-flood.ts'), String(victim.port), victim.peerKeys[0]!.toString('hex'), String(FLOOD_RATE), '600000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let floodOut = ''
+    flood.stdout!.on('data', (d) => { floodOut += d })
+    await until(() => floodOut.includes('ready'), 30_000)
+    await new Promise((r) => setTimeout(r, 1000)) // the flood is under way
+    const attacked = await measure('attack')
+    const exited = new Promise((r) => flood!.once('exit', r))
+    flood.kill('SIGTERM')
+    await exited
+    const line = floodOut.split('\n').find((l) => l.startsWith('{'))
+    const s1 = await victim.stats()
+    const n = (k: string) => ((s1.node as Record<string, number>)[k] ?? 0) - ((s0.node as Record<string, number>)[k] ?? 0)
+    const sec = (k: string) => (s1.secure[k] ?? 0) - (s0.secure[k] ?? 0)
+    return {
+      quiet, attacked, failures, flood: line ? JSON.parse(line) : undefined,
+      victim: {
+        verifyDrops: n('verifyDrops'), rejectedKeys: n('rejectedKeys'), badSignatures: n('badSignatures'), rateLimitedDrops: n('rateLimitedDrops'),
+        droppedDecryptions: sec('droppedDecryptions'), decryptions: sec('decryptions'), cpuS: s1.cpuS - s0.cpuS,
+      },
+    }
+  } finally {
+    if (flood && flood.exitCode === null) flood.kill('SIGKILL')
+    await client.stop()
+    await victim.stop()
+  }
+}
+
+function printAttack(a: AttackResult, json: Record<string, unknown>): void {
+  const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-')
+  console.log('\nlegitimate get from a victim (RSA-4096 SecureDht listening) median ms   p95 ms   samples')
+  console.log(`quiet                                                         ${f(pct(a.quiet, 50)).padStart(9)}  ${f(pct(a.quiet, 95)).padStart(7)}  ${String(a.quiet.length).padStart(7)}`)
+  console.log(`under attack (127.0.0.2 flooding at ${FLOOD_RATE} req/s)                  ${f(pct(a.attacked, 50)).padStart(9)}  ${f(pct(a.attacked, 95)).padStart(7)}  ${String(a.attacked.length).padStart(7)}`)
+  const fl = a.flood
+  console.log(`flood: ${fl ? `${fl.requests} requests (${fl.values} junk values) in ${fl.seconds} s = ${fl.requestsPerSecond} req/s` : 'no report'}; ` +
+    `victim: ${a.victim.badSignatures} verified (bad), ${a.victim.verifyDrops} verifications dropped, ${a.victim.decryptions} decryptions, ` +
+    `${a.victim.droppedDecryptions} decryptions dropped, ${a.victim.rateLimitedDrops} requests rate-limited, ${f(a.victim.cpuS, 2)} CPU s; failed gets ${a.failures}`)
+  json.quiet_get_ms_median = Number(f(pct(a.quiet, 50)))
+  json.quiet_get_ms_p95 = Number(f(pct(a.quiet, 95)))
+  json.under_attack_get_ms_median = a.attacked.length ? Number(f(pct(a.attacked, 50))) : null
+  json.under_attack_get_ms_p95 = a.attacked.length ? Number(f(pct(a.attacked, 95))) : null
+  json.under_attack_failed_gets = a.failures
+  json.flood_req_per_s = fl?.requestsPerSecond ?? null
+  json.under_attack_victim_cpu_s = Number(f(a.victim.cpuS, 2))
+}
+
 async function main() {
+  if (process.env.DHT_BENCH_ONLY === 'attack') {
+    log(`under attack: gets every 25 ms for ${ATTACK_MS / 1000} s quiet, then as long while flooded`)
+    const json: Record<string, unknown> = { bench: 'dht' }
+    printAttack(await underAttack(), json)
+    console.log(JSON.stringify(json))
+    return
+  }
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (pnpm exec turbo run build)`)
   const haveDhtnode = dhtnodePath() !== null
   if (!haveDhtnode) log('dhtnode is not installed: the baseline columns will be empty (apt-get install dhtnode)')
@@ -231,6 +326,8 @@ async function main() {
   json.dhtnode_put_listen_ms_median = dnet.putListen.length ? Number(pct(dnet.putListen, 50).toFixed(1)) : null
   json.dhtnode_put_listen_ms_p95 = dnet.putListen.length ? Number(pct(dnet.putListen, 95).toFixed(1)) : null
   json.network_nodes = NET_SIZE
+  log(`under attack: gets every 25 ms for ${ATTACK_MS / 1000} s quiet, then as long while flooded`)
+  printAttack(await underAttack(), json)
   console.log(JSON.stringify(json))
 }
 

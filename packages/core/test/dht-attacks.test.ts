@@ -51,7 +51,7 @@ before(async () => {
   await until('the two nodes know each other', async () => legit.stats().good4 >= 1 && (await victim.stats()).node.good4 >= 1)
   attacker = await Attacker.open({ targetPort: victim.port, readCount: async () => (await victim.stats()).node.datagramsIn })
   await attacker.getToken()
-  baseline = await victim.stats()
+  baseline = await victim.stats(true)
 })
 
 after(async () => {
@@ -149,7 +149,7 @@ test('spoofed listen pushes: pushes to the victim\'s listen socket ids from a no
 test('after the attacks the victim holds little: heap + buffers after gc within 32 MB of before, RSS within 128 MB', async () => {
   // partial messages expire after 10 s at most
   await new Promise((r) => setTimeout(r, 11_000))
-  const s = await victim.stats()
+  const s = await victim.stats(true)
   const grew = s.heapMb + s.externalMb - (baseline.heapMb + baseline.externalMb)
   console.log(`victim memory: heap ${baseline.heapMb.toFixed(1)} → ${s.heapMb.toFixed(1)} MB, buffers ${baseline.externalMb.toFixed(1)} → ${s.externalMb.toFixed(1)} MB, RSS ${baseline.rssMb.toFixed(0)} → ${s.rssMb.toFixed(0)} MB, partials ${s.node.partialMessages}`)
   assert.ok(grew < 32, `heap + buffers grew by ${grew.toFixed(1)} MB`)

@@ -64,8 +64,9 @@ export class Victim {
     })
   }
 
-  stats(): Promise<VictimStats> {
-    return this.request({ op: 'stats' }) as Promise<VictimStats>
+  /** `gc`: collect garbage first (for memory figures; it costs the victim a full collection) */
+  stats(gc = false): Promise<VictimStats> {
+    return this.request({ op: 'stats', gc }) as Promise<VictimStats>
   }
 
   async stop(): Promise<void> {

@@ -4,7 +4,7 @@
  * 127.0.0.1 with a SecureDht over an RSA-4096 identity, listening at its two connection-request keys
  * (SHA1("peer:" + long id) and SHA1("peer:" + id)) exactly as a ConnectionManager does. Started with
  * `node --import tsx --expose-gc` through child_process.fork; answers IPC requests:
- *   {op: 'stats'}  → node and SecureDht stats, RSS and heap (after a full gc), CPU seconds, event-loop stalls,
+ *   {op: 'stats', gc?} → node and SecureDht stats, RSS, heap and buffers (after a full gc when asked), CPU seconds, event-loop stalls,
  *                    legitimate requests heard at the peer key, the listen socket ids (to give the attacker the worst case)
  *   {op: 'reset'}  → forget the event-loop stall figures
  *   {op: 'put', key, text} → a plain local put (for the legitimate gets)
@@ -45,9 +45,9 @@ function sids(): number[] {
   return [...(m.listenSockets ?? m.sockets ?? new Map()).keys()]
 }
 
-process.on('message', (m: { op: string; key?: string; text?: string }) => {
+process.on('message', (m: { op: string; key?: string; text?: string; gc?: boolean }) => {
   if (m.op === 'stats') {
-    gc()
+    if (m.gc) gc() // only when asked: a full gc per poll would be most of the victim's CPU
     const mem = process.memoryUsage()
     const cpu = process.cpuUsage()
     process.send!({
