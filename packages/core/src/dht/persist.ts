@@ -2,9 +2,10 @@
  * The node's persisted state: its id and the nodes it knew, so a restart keeps its identity in the network and
  * rejoins with one round trip. JSON, written atomically (temporary file + rename, mode 0600).
  */
-import { readFile, writeFile, rename, mkdir, unlink } from 'node:fs/promises'
+import { readFile, writeFile, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { DhtnetError } from '../errors.js'
+import { makeDirectory } from '../identity/files.js'
 
 export interface PersistedNode {
   id: string
@@ -45,9 +46,9 @@ export async function loadState(path: string): Promise<PersistedState | undefine
 }
 
 export async function saveState(path: string, state: PersistedState): Promise<void> {
-  await mkdir(dirname(path), { recursive: true })
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`
   try {
+    await makeDirectory(dirname(path), 0o700) // the cache folder (e.g. ~/.cache/dhtnet): ours only
     await writeFile(tmp, JSON.stringify(state), { mode: 0o600 })
     await rename(tmp, path)
   } catch (err) {

@@ -1,5 +1,5 @@
 import { randomBytes, X509Certificate } from 'node:crypto'
-import { link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { chmod, link, mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { DhtnetError } from '../errors.js'
 import { chainToPem, privateKeyToPem } from './pem.js'
@@ -114,8 +114,10 @@ async function makeDir(dir: string): Promise<void> {
 /**
  * `mkdir -p`, bounded by the depth of the path. Not fs.mkdir({ recursive: true }): on Linux it spins forever
  * on paths under /proc or /sys (procfs answers ENOENT, which Node reads as "create the parent and retry").
+ * Every folder it creates gets exactly `mode` (default 0700: our folders hold private keys and the DHT state;
+ * the umask neither widens nor narrows it). Existing folders are left as they are.
  */
-export async function makeDirectory(dir: string, mode = 0o777): Promise<void> {
+export async function makeDirectory(dir: string, mode = 0o700): Promise<void> {
   const missing: string[] = []
   for (let cur = resolve(dir); ; ) {
     const st = await stat(cur).catch((err: NodeJS.ErrnoException) => {
@@ -132,10 +134,11 @@ export async function makeDirectory(dir: string, mode = 0o777): Promise<void> {
     cur = parent
   }
   for (const d of missing.reverse()) {
-    await mkdir(d, { mode }).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EEXIST' && (await stat(d)).isDirectory()) return // created meanwhile by someone else
+    const created = await mkdir(d, { mode }).then(() => true, async (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EEXIST' && (await stat(d)).isDirectory()) return false // created meanwhile by someone else
       throw err
     })
+    if (created) await chmod(d, mode)
   }
 }
 

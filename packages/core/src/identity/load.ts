@@ -1,4 +1,5 @@
 import { open, stat, type FileHandle } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
 import { KeyObject, X509Certificate } from 'node:crypto'
 import { DhtnetError, type ErrorCode, isDhtnetError } from '../errors.js'
 import { requireRsa } from './certificate.js'
@@ -19,7 +20,20 @@ export interface ValidateIdentityOptions {
   readonly certificateName?: string
 }
 
-export interface LoadIdentityOptions extends Omit<ValidateIdentityOptions, 'keyName' | 'certificateName'> {
+/**
+ * What to do with a private key file that its group or others may read (mode & 0o077), when it is ours:
+ * 'warn' (the default) says so loudly, 'refuse' fails with KEY_PERMISSIONS as OpenSSH does, 'ignore' says nothing.
+ * The default can be set with the environment variable DHTNET_KEY_PERMISSIONS (refuse | warn | ignore).
+ */
+export type KeyPermissionsPolicy = 'refuse' | 'warn' | 'ignore'
+
+export interface KeyFileOptions {
+  readonly keyPermissions?: KeyPermissionsPolicy
+  /** Where a warning goes (default: process.emitWarning with the code DHTNET_KEY_PERMISSIONS, printed on stderr). */
+  readonly onWarning?: (message: string) => void
+}
+
+export interface LoadIdentityOptions extends Omit<ValidateIdentityOptions, 'keyName' | 'certificateName'>, KeyFileOptions {
   /** Path of the private key (`<name>.pem`). */
   readonly key: string
   /** Path of the certificate chain (`<name>.crt`). */
@@ -28,11 +42,47 @@ export interface LoadIdentityOptions extends Omit<ValidateIdentityOptions, 'keyN
   readonly password?: string
 }
 
+/** The key permission policy in force: the option, else $DHTNET_KEY_PERMISSIONS, else 'warn'. */
+export function keyPermissionsPolicy(option?: KeyPermissionsPolicy, env: NodeJS.ProcessEnv = process.env): KeyPermissionsPolicy {
+  if (option) return option
+  const v = env.DHTNET_KEY_PERMISSIONS?.trim().toLowerCase()
+  return v === 'refuse' || v === 'ignore' || v === 'warn' ? v : 'warn'
+}
+
+/**
+ * Why a private key file's permissions are unsafe (undefined when they are fine): its group or others may read
+ * or write it, and it belongs to us (as OpenSSH, a key owned by another user — e.g. root's, shared on purpose —
+ * is not judged). Never on Windows, where modes mean nothing.
+ */
+export function keyPermissionProblem(st: Pick<Stats, 'mode' | 'uid'>, path: string): string | undefined {
+  if (process.platform === 'win32' || typeof process.getuid !== 'function') return undefined
+  if ((st.mode & 0o077) === 0 || st.uid !== process.getuid()) return undefined
+  const mode = (st.mode & 0o777).toString(8).padStart(4, '0')
+  return `private key ${path} has mode ${mode}: ${st.mode & 0o007 ? 'every user of this machine' : 'its group'} can ${st.mode & 0o044 ? 'read' : 'change'} it`
+}
+
+function checkKeyFile(path: string, options: KeyFileOptions): (st: Stats) => void {
+  return (st) => {
+    const policy = keyPermissionsPolicy(options.keyPermissions)
+    if (policy === 'ignore') return
+    const problem = keyPermissionProblem(st, path)
+    if (!problem) return
+    const hint = `make it readable by its owner only: chmod 600 ${path}`
+    if (policy === 'refuse') throw new DhtnetError('KEY_PERMISSIONS', `${problem}; refusing to use it`, { hint })
+    const message = `${problem}: anyone who can read it can impersonate this identity; ${hint}`
+    if (options.onWarning) options.onWarning(message)
+    else process.emitWarning(message, { code: 'DHTNET_KEY_PERMISSIONS' })
+  }
+}
+
 const GENERATE_HINT = 'create an identity with: dhtnet-crtmgr --interactive (or dhtnet-crtmgr -s -o DIR)'
 
 /** Reads and validates an identity from its two files; every problem is a DhtnetError with a code and a hint. */
 export async function loadIdentity(options: LoadIdentityOptions): Promise<Identity> {
-  const [keyRead, certRead] = await Promise.allSettled([readIdentityFile(options.key, 'private key'), readIdentityFile(options.certificate, 'certificate')])
+  const [keyRead, certRead] = await Promise.allSettled([
+    readIdentityFile(options.key, 'private key', checkKeyFile(options.key, options)),
+    readIdentityFile(options.certificate, 'certificate'),
+  ])
   if (keyRead.status === 'rejected' && certRead.status === 'rejected' && isDhtnetError(keyRead.reason, 'IDENTITY_FILE_MISSING') && isDhtnetError(certRead.reason, 'IDENTITY_FILE_MISSING')) {
     throw new DhtnetError('IDENTITY_FILE_MISSING', `identity files missing: ${certRead.reason.message} and ${keyRead.reason.message}`, { hint: GENERATE_HINT })
   }
@@ -40,7 +90,7 @@ export async function loadIdentity(options: LoadIdentityOptions): Promise<Identi
   if (certRead.status === 'rejected') throw certRead.reason
   const keyPem = keyRead.value
   const certPem = certRead.value
-  const { key, certificate, password, ...rest } = options
+  const { key, certificate, password, keyPermissions: _policy, onWarning: _warn, ...rest } = options
   return identityFromPem(keyPem, certPem, { ...rest, password, keyName: key, certificateName: certificate })
 }
 
@@ -109,11 +159,11 @@ export function validateIdentity(privateKey: KeyObject, chain: readonly X509Cert
   })
 }
 
-async function readIdentityFile(path: string, what: string): Promise<Buffer> {
+async function readIdentityFile(path: string, what: string, checkOpened?: (st: Stats) => void): Promise<Buffer> {
   if (!path) {
     throw new DhtnetError('IDENTITY_FILE_MISSING', `no ${what} file given`, { hint: GENERATE_HINT })
   }
-  return readPemFile(path, what, { missingCode: 'IDENTITY_FILE_MISSING', missingHint: GENERATE_HINT })
+  return readPemFile(path, what, { missingCode: 'IDENTITY_FILE_MISSING', missingHint: GENERATE_HINT, ...(checkOpened ? { checkOpened } : {}) })
 }
 
 /** Identity files are a few KiB; anything far larger (or endless, like /dev/zero) is not one. */
@@ -122,8 +172,13 @@ export const MAX_PEM_FILE_BYTES = 1024 * 1024
 /**
  * Reads a small PEM file: a regular file of at most 1 MiB. A missing file gives `missingCode`, a folder,
  * device or oversized file NOT_PEM, other failures IDENTITY_FILE_UNREADABLE. Never blocks on a FIFO.
+ * `checkOpened` sees the status of the file actually opened (it may throw a DhtnetError).
  */
-export async function readPemFile(path: string, what: string, options: { missingCode?: ErrorCode; missingHint?: string } = {}): Promise<Buffer> {
+export async function readPemFile(
+  path: string,
+  what: string,
+  options: { missingCode?: ErrorCode; missingHint?: string; checkOpened?: (st: Stats) => void } = {},
+): Promise<Buffer> {
   const missingCode = options.missingCode ?? 'IDENTITY_FILE_MISSING'
   const missingHint = options.missingHint ?? GENERATE_HINT
   let fh: FileHandle | undefined
@@ -135,6 +190,7 @@ export async function readPemFile(path: string, what: string, options: { missing
       throw new DhtnetError('NOT_PEM', `${what} ${path} is ${st.size} bytes, too large to be a PEM key or certificate chain`, { hint: 'give the path of a PEM file' })
     }
     fh = await open(path, 'r')
+    options.checkOpened?.(await fh.stat())
     const { buffer, bytesRead } = await fh.read({ buffer: Buffer.alloc(MAX_PEM_FILE_BYTES + 1), position: 0 })
     if (bytesRead > MAX_PEM_FILE_BYTES) throw new DhtnetError('NOT_PEM', `${what} ${path} is too large to be a PEM key or certificate chain`)
     return buffer.subarray(0, bytesRead)
