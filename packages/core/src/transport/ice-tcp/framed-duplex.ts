@@ -90,6 +90,8 @@ export class FramedDuplex extends Duplex {
 
   private receive(chunk: Buffer): void {
     this.decoder.push(chunk)
+    // consecutive TLS records go up in one push (fewer crossings into the TLS engine)
+    const records: Buffer[] = []
     for (;;) {
       let frame: Buffer | undefined
       try {
@@ -98,10 +100,10 @@ export class FramedDuplex extends Duplex {
         this.destroy(err as Error)
         return
       }
-      if (!frame) return
+      if (!frame) break
       const first = frame[0]
       if (first !== undefined && first >= 20 && first <= 63) {
-        if (!this.push(frame)) this.socket.pause()
+        records.push(frame)
       } else if (looksLikeStun(frame)) {
         this.stun(frame)
       } else if (frame.length > 0) {
@@ -109,6 +111,7 @@ export class FramedDuplex extends Duplex {
         return
       }
     }
+    if (records.length > 0 && !this.push(records.length === 1 ? records[0] : Buffer.concat(records))) this.socket.pause()
   }
 
   private stun(frame: Buffer): void {
