@@ -538,6 +538,12 @@ export class DhtNode extends EventEmitter {
     if (msg.valueSizes.size > 0) {
       const pkey = `${host}|${port}|${msg.tid}`
       if (isRequest && !this.reassembler.has(pkey) && !this.limiter.allow(host)) return
+      if (msg.kind === 'update' && !(msg.socketId !== undefined && this.pushAllowed(msg.socketId, msg.id, host, port, family, true))) {
+        // a push we would ignore: not worth reassembling (answered like any update, see process())
+        if (msg.socketId === undefined) this.counters.ignoredPushes++
+        this.sendRaw(family, host, port, this.encoder.listenConfirm(msg.tid, this.sa(host)))
+        return
+      }
       const done = this.reassembler.header(pkey, msg)
       if (done) this.process(done, host, port, family)
       return

@@ -196,13 +196,14 @@ export class Attacker {
    * Send datagrams in batches, waiting after each batch until the target has read all but `slack` of what was sent
    * (bounded: at most `maxWaitMs` per batch), or `pauseMs` when there is no read counter.
    */
-  async send(datagrams: Iterable<Buffer>, opts: { batch?: number; slack?: number; maxWaitMs?: number; pauseMs?: number } = {}): Promise<number> {
+  async send(datagrams: Iterable<Buffer>, opts: { batch?: number; slack?: number; maxWaitMs?: number; pauseMs?: number; maxPerSecond?: number } = {}): Promise<number> {
     const batch = opts.batch ?? 32
     const slack = opts.slack ?? 64
     let n = 0
     let pending: Promise<void>[] = []
     const base = this.o.readCount ? await this.o.readCount() : 0
     const start = this.sent
+    const t0 = performance.now()
     for (const d of datagrams) {
       pending.push(this.raw(d))
       n++
@@ -211,6 +212,11 @@ export class Attacker {
         await Promise.all(pending)
         pending = []
         await this.pace(base, start, slack, opts.maxWaitMs ?? 2000, opts.pauseMs ?? 5)
+        // stay under a rate (e.g. below the target's per-IP limit, so that every datagram is judged on its content)
+        if (opts.maxPerSecond) {
+          const ahead = (n / opts.maxPerSecond) * 1000 - (performance.now() - t0)
+          if (ahead > 0) await new Promise((r) => setTimeout(r, ahead))
+        }
       }
     }
     await Promise.all(pending)
