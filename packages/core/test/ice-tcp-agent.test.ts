@@ -269,7 +269,7 @@ test('switch point, controlled side: bytes sent right after USE-CANDIDATE (same 
   }
 })
 
-test('switch point, controlling side: bytes right after the success response to USE-CANDIDATE are handed over undecoded', async () => {
+for (const native of [false, true]) test(`switch point, controlling side (${native ? 'native' : 'framed'}): bytes right after the success response to USE-CANDIDATE are handed over undecoded; a late peer check is ${native ? 'left unanswered' : 'answered'}`, async () => {
   const { buildCheckSuccess, buildCheckRequest } = await import('../src/transport/ice-tcp/check-messages.js')
   const { localCandidates } = await import('../src/transport/ice-tcp/candidates.js')
   const { createServer } = await import('node:net')
@@ -280,7 +280,7 @@ test('switch point, controlling side: bytes right after the success response to 
   try {
     const port = (server.address() as import('node:net').AddressInfo).port
     const accepted = once(server, 'connection')
-    side.agent.start({ ...peer, candidates: localCandidates({ hosts: [{ address: '127.0.0.1', passivePort: port }] }) })
+    side.agent.start({ ...peer, candidates: localCandidates({ hosts: [{ address: '127.0.0.1', passivePort: port }] }) }, { native })
     const [s] = (await accepted) as [Socket]
     const p = framedPeer(s)
     const first = await p.next()
@@ -292,6 +292,12 @@ test('switch point, controlling side: bytes right after the success response to 
     assert.equal((await p.next()).class, 'success')
     const nomination = await p.next()
     assert.ok(nomination.useCandidate)
+    // a check of ours crossed the nomination on the wire
+    s.write(encodeFrame(buildCheckRequest({ localUfrag: peer.ufrag, remoteUfrag: side.description.ufrag, remotePwd: side.description.pwd, priority: 0x6effffff, role: 'controlled', tieBreaker: 1n })))
+    if (native) {
+      const answered = await Promise.race([p.next().then(() => true), new Promise((r) => setTimeout(() => r(false), 200))])
+      assert.equal(answered, false, 'no STUN after the USE-CANDIDATE request in native mode')
+    } else assert.equal((await p.next()).class, 'success')
     const tail = Buffer.from('raw bytes after the switch point')
     s.write(Buffer.concat([encodeFrame(buildCheckSuccess(nomination, { address: s.remoteAddress!, port: s.remotePort! }, peer.pwd, undefined)), tail]))
     const path = await side.agent.result

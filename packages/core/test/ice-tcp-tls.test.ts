@@ -72,3 +72,38 @@ test('framed TLS: one TLS record per RFC 4571 frame on the wire; STUN requests a
     await b.close()
   }
 })
+
+test('native TLS: bytes read past the switch point (here the first 10 bytes of the ClientHello) reach TLS first', async () => {
+  const { createServer, connect } = await import('node:net')
+  const tlsMod = await import('node:tls')
+  const srv = createServer()
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()))
+  try {
+    const port = (srv.address() as import('node:net').AddressInfo).port
+    const accepted = once(srv, 'connection')
+    const dialed = connect({ host: '127.0.0.1', port })
+    await once(dialed, 'connect')
+    const [raw] = (await accepted) as [import('node:net').Socket]
+    // the TLS client starts; we read its first 10 bytes as the agent's decoder would have
+    const clientTls = tlsMod.connect({ socket: dialed, secureContext: tlsContext(server), rejectUnauthorized: false, checkServerIdentity: () => undefined })
+    await once(raw, 'readable')
+    const head = raw.read(10) as Buffer
+    assert.equal(head[0], 22) // a handshake record
+    raw.pause()
+    const path = {
+      socket: raw, remaining: Buffer.from(head), direction: 'inbound' as const, localAddress: '127.0.0.1', localPort: port, remoteAddress: '127.0.0.1',
+      remotePort: dialed.localPort!, candidatePair: 'host/host', role: 'controlled' as const, answerer: () => undefined,
+    }
+    const [result] = await Promise.all([
+      establishTls({ path, tlsRole: 'server', context: tlsContext(client), expectedPeer: server.certificate, mode: 'native', timeoutMs: 15_000, signal: AbortSignal.timeout(20_000), logger: testLogger }),
+      once(clientTls, 'secureConnect'),
+    ])
+    const got = once(result.socket, 'data')
+    clientTls.write('through native TLS')
+    assert.equal(String((await got)[0]), 'through native TLS')
+    clientTls.destroy()
+    result.socket.destroy()
+  } finally {
+    srv.close()
+  }
+})

@@ -192,3 +192,20 @@ test('abort and close free every socket and timer', async () => {
   const after = process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'TCPServerWrap').length
   assert.equal(after, before)
 })
+
+test('a requester session started before the peer certificate is known gets it at connect()', async () => {
+  const req = transport(client)
+  const res = transport(server)
+  try {
+    const signal = AbortSignal.timeout(30_000)
+    const reqSession = await req.createSession({ role: 'requester', connectionId: 5n, peerChain: [], signal })
+    const resSession = await res.createSession({ role: 'responder', connectionId: 5n, peerChain: client.chain, remoteDescription: reqSession.localDescription, peerIsNative: true, signal })
+    const [a, b] = await Promise.all([reqSession.connect({ remoteDescription: resSession.localDescription, peerIsNative: true, peerChain: server.chain, signal }), resSession.connect({ signal })])
+    assert.equal((a.stream as import('node:tls').TLSSocket).getPeerX509Certificate()?.fingerprint256, server.certificate.fingerprint256)
+    a.close()
+    b.close()
+  } finally {
+    await req.close()
+    await res.close()
+  }
+})

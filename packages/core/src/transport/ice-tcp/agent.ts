@@ -111,6 +111,8 @@ export class IceTcpAgent implements CheckConnectionHandler {
   role: IceRole
   readonly tieBreaker: bigint
   private remote: IceDescription | undefined
+  /** Both peers ours: TLS follows the switch point unframed, so no STUN may be written after it (see start()). */
+  private native = false
   private readonly paths = new Map<CheckConnection, PathState>()
   private readonly attempts: Attempt[] = []
   private readonly pendingSockets = new Set<Socket>()
@@ -205,6 +207,9 @@ export class IceTcpAgent implements CheckConnectionHandler {
 
   private handleRequest(conn: CheckConnection, msg: StunMessage, v: ValidCheck): void {
     const path = this.paths.get(conn)!
+    // native mode: after our USE-CANDIDATE request only TLS may follow on this connection; a check the peer sent
+    // before it saw the nomination stays unanswered (the peer abandons it once it answers the nomination)
+    if (this.native && this.nominating === conn) return
     if (path.remoteUfrag !== undefined && path.remoteUfrag !== v.remoteUfrag) return conn.close('the peer changed its ufrag')
     path.remoteUfrag = v.remoteUfrag
     // role conflicts, RFC 8445 §7.3.1.1
@@ -234,11 +239,15 @@ export class IceTcpAgent implements CheckConnectionHandler {
 
   // ----------------------------------------------------------------------------------------------------- start
 
-  /** Start the checks with the peer's description; resolves with the nominated connection (see `result`). */
-  start(remote: IceDescription): Promise<NominatedPath> {
+  /**
+   * Start the checks with the peer's description; resolves with the nominated connection (see `result`).
+   * `native`: the peer is one of ours and TLS will run unframed after the switch point (no STUN written after it).
+   */
+  start(remote: IceDescription, options: { native?: boolean } = {}): Promise<NominatedPath> {
     if (this.remote) return this.result
     if (this.done) return this.result
     this.remote = remote
+    this.native = options.native ?? false
     this.startedAt = performance.now()
     // connections that came before we knew the peer: keep those of this peer only
     for (const path of [...this.paths.values()]) {

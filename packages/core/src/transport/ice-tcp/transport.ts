@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import { DhtnetError, throwIfAborted } from '../../errors.js'
 import { toLogger, type Logger, type LoggerLike } from '../../util/log.js'
 import type { Identity } from '../../identity/types.js'
-import type { Link, Transport, TransportSession, TransportSessionContext } from '../transport.js'
+import type { Link, Transport, TransportConnectOptions, TransportSession, TransportSessionContext } from '../transport.js'
 import { encodeIceMessage, localCandidates, parseIceMessage, type IceDescription, type LocalCandidateInputs } from './candidates.js'
 import { IceTcpAgent, DEFAULT_AGENT_LIMITS, DEFAULT_AGENT_TIMEOUTS, type AgentLimits, type AgentTimeouts } from './agent.js'
 import { PassiveListener, DEFAULT_MAX_UNAUTHENTICATED, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, DEFAULT_PRE_AUTH_TIMEOUT_MS, type ListeningAddress } from './listener.js'
@@ -105,7 +105,6 @@ export class IceTcpTransport implements Transport {
   async createSession(context: TransportSessionContext): Promise<TransportSession> {
     throwIfAborted(context.signal)
     if (this.closed) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed')
-    if (!context.peerChain[0]) throw new DhtnetError('INVALID_ARGUMENT', 'ICE-TCP: no peer certificate to authenticate against')
     await this.listen()
     const listener = await this.listener!
     const remote = context.role === 'responder' ? parseRemote(context.remoteDescription) : undefined
@@ -187,7 +186,7 @@ export class IceTcpSession implements TransportSession {
     private readonly onDone: () => void,
   ) {}
 
-  async connect(options: { remoteDescription?: string | undefined; peerIsNative?: boolean | undefined; signal: AbortSignal }): Promise<Link> {
+  async connect(options: TransportConnectOptions): Promise<Link> {
     if (this.connecting) throw new DhtnetError('INVALID_ARGUMENT', 'ICE-TCP: connect() called twice on one session')
     if (this.done) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP session closed')
     this.connecting = true
@@ -198,17 +197,20 @@ export class IceTcpSession implements TransportSession {
     const iceTimer = setTimeout(() => this.agent.fail(`${this.agent.summary()} (no nomination within ${timeouts.iceMs} ms)`), timeouts.iceMs)
     try {
       throwIfAborted(signal)
+      // the requester may start its session before the peer's certificate is found: connect() then brings it
+      const expectedPeer = (options.peerChain ?? this.context.peerChain)[0]
+      if (!expectedPeer) throw new DhtnetError('INTERNAL_ERROR', 'an ICE-TCP session was connected without the peer certificate')
       const remote = this.remote ?? parseRemote(options.remoteDescription)
-      const path = await this.agent.start(remote)
+      const native = mode === 'auto' && (options.peerIsNative ?? this.context.peerIsNative) === true
+      const tlsMode: TlsMode = native ? 'native' : 'framed'
+      const path = await this.agent.start(remote, { native })
       clearTimeout(iceTimer)
       this.listener.unregister(this.agentUfrag)
-      const native = mode === 'auto' && (this.context.role === 'responder' ? this.context.peerIsNative : options.peerIsNative) === true
-      const tlsMode: TlsMode = native ? 'native' : 'framed'
       const result = await establishTls({
         path,
         tlsRole: this.context.role === 'responder' ? 'client' : 'server',
         context: tls,
-        expectedPeer: this.context.peerChain[0]!,
+        expectedPeer,
         mode: tlsMode,
         timeoutMs: timeouts.tlsMs,
         signal,
