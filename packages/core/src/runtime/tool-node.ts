@@ -12,6 +12,7 @@ import type { X509Certificate } from 'node:crypto'
 import { DhtnetError } from '../errors.js'
 import { publicKeyIds } from '../identity/ids.js'
 import { isStreamChannel, type ChannelRequestDecision, type StreamChannel } from '../mux/mux.js'
+import type { DatagramChannel } from '../mux/native/datagram-channel.js'
 import type { ConnectionInfo } from '../connection/connection-manager.js'
 import type { Logger } from '../util/log.js'
 import { defaultCacheDir, loadToolIdentity, startToolRuntime, type ToolRuntime, type ToolRuntimeOptions, type TurnServerOptions } from './start.js'
@@ -42,6 +43,11 @@ export interface ServeHandlers {
   decide(peer: PeerInfo, name: string): ChannelRequestDecision | Promise<ChannelRequestDecision>
   /** An accepted channel is open (incoming only). */
   onChannel(peer: PeerInfo, name: string, channel: StreamChannel): void
+  /**
+   * An accepted incoming datagram channel (unordered, unreliable: a VPN's packets). Without this handler datagram
+   * channels are closed as soon as they open (decide them false to decline them instead).
+   */
+  onDatagramChannel?(peer: PeerInfo, name: string, channel: DatagramChannel): void
 }
 
 export interface ConnectOptions {
@@ -63,6 +69,18 @@ export interface ToolNode {
    * signed it. Rejects with a DhtnetError whose code names the step (see describeFailure).
    */
   connect(peer: string, name: string, options?: ConnectOptions): Promise<StreamChannel>
+  /**
+   * A datagram channel `name` to a device (unordered, unreliable; `send()` never blocks). On a path without a datagram
+   * transport (ICE-TCP) its datagrams ride the reliable stream; a multiplexer without datagram channels (a C++ DHTNet
+   * peer) rejects with UNSUPPORTED_TRANSPORT. Same trust, deadline and errors as `connect`.
+   */
+  connectDatagram(peer: string, name: string, options?: ConnectOptions): Promise<DatagramChannel>
+  /**
+   * The live connection to a device, shared or new, without opening a channel (same trust, deadline and errors as
+   * `connect`): what it is before a tool picks its first channel (`mux: 'dhtnet'` is a C++ DHTNet device), and how
+   * it is reached (`transport`, `path`).
+   */
+  connectPeer(peer: string, options?: ConnectOptions): Promise<ConnectionInfo>
   /** Server side: decide on channels peers open, and receive the accepted ones. Replaces earlier handlers. */
   serve(handlers: ServeHandlers): void
   /**
@@ -169,7 +187,8 @@ export async function startToolNode(options: ToolNodeOptions): Promise<ToolNode>
     return list.some((c) => flavourOf(c) === 'dhtnet') ? 'dhtnet' : 'native'
   }
 
-  const connect = async (peer: string, name: string, opts: ConnectOptions = {}): Promise<StreamChannel> => {
+  /** One connect operation of the library within the caller's deadline, guarded against an overrun. */
+  const withinDeadline = async <T>(peer: string, opts: ConnectOptions, start: (timeoutMs: number, signal: AbortSignal | undefined) => Promise<T>): Promise<T> => {
     const timeoutMs = opts.timeoutMs ?? Math.max(1000, deadlineAt - performance.now())
     runtime.trust.allow(peer)
     let guard: NodeJS.Timeout | undefined
@@ -181,15 +200,25 @@ export async function startToolNode(options: ToolNodeOptions): Promise<ToolNode>
       guard.unref()
     })
     try {
-      const open = connections.connectDevice(peer, name, { timeoutMs, ...(opts.signal ? { signal: opts.signal } : {}) })
+      const open = start(timeoutMs, opts.signal)
       open.catch(() => {}) // settled by the race below, or late after an overrun
-      const channel: unknown = await Promise.race([open, overrun])
-      if (!isStreamChannel(channel)) throw new DhtnetError('INTERNAL_ERROR', `channel "${name}" is not a stream channel`)
-      return channel
+      return await Promise.race([open, overrun])
     } finally {
       clearTimeout(guard)
     }
   }
+
+  const connect = async (peer: string, name: string, opts: ConnectOptions = {}): Promise<StreamChannel> => {
+    const channel: unknown = await withinDeadline(peer, opts, (timeoutMs, signal) => connections.connectDevice(peer, name, { timeoutMs, ...(signal ? { signal } : {}) }))
+    if (!isStreamChannel(channel)) throw new DhtnetError('INTERNAL_ERROR', `channel "${name}" is not a stream channel`)
+    return channel
+  }
+
+  const connectDatagram = (peer: string, name: string, opts: ConnectOptions = {}): Promise<DatagramChannel> =>
+    withinDeadline(peer, opts, (timeoutMs, signal) => connections.connectDevice(peer, name, { datagram: true, timeoutMs, ...(signal ? { signal } : {}) }))
+
+  const connectPeer = (peer: string, opts: ConnectOptions = {}): Promise<ConnectionInfo> =>
+    withinDeadline(peer, opts, (timeoutMs, signal) => connections.connect(peer, { timeoutMs, ...(signal ? { signal } : {}) }))
 
   const sync = async (peer: string): Promise<void> => {
     if (peerFlavour(peer) !== 'native') return
@@ -214,12 +243,12 @@ export async function startToolNode(options: ToolNodeOptions): Promise<ToolNode>
       return handlers.decide(info, name)
     })
     connections.onConnectionReady((peerId, name, channel) => {
-      if (isStreamChannel(channel)) {
-        // incoming stream channels only: the ones we open are the caller's business
-        if (!channel.initiator) handlers.onChannel(peers.get(peerId) ?? { id: peerId, longId: peerId }, name, channel)
-      } else {
-        ;(channel as { close?: () => void }).close?.() // datagram channels: not served by the tools' runtime
-      }
+      // incoming channels only: the ones we open are the caller's business
+      if (channel.initiator) return
+      const peer = peers.get(peerId) ?? { id: peerId, longId: peerId }
+      if (isStreamChannel(channel)) handlers.onChannel(peer, name, channel)
+      else if (handlers.onDatagramChannel) handlers.onDatagramChannel(peer, name, channel)
+      else channel.close() // datagram channels the tool does not serve
     })
   }
 
@@ -229,6 +258,8 @@ export async function startToolNode(options: ToolNodeOptions): Promise<ToolNode>
     identityReadyAt,
     runtime,
     connect,
+    connectDatagram,
+    connectPeer,
     serve,
     sync,
     peerFlavour,
