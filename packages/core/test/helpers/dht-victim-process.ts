@@ -12,7 +12,8 @@ import { randomHash } from '../../src/dht/infohash.js'
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 export interface VictimStats {
-  node: Record<string, unknown> & { datagramsIn: number }
+  /** DhtNode.stats(): the counters (number-valued fields) are what tests read */
+  node: Record<string, number>
   secure: Record<string, number>
   rssMb: number
   heapMb: number
