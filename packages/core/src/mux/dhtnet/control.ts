@@ -78,11 +78,15 @@ type ProtocolMessage = { type: 'beacon'; ping: boolean } | { type: 'version'; v:
 /** The map whose header was just read: every key must be a string; the first key names the message. */
 function readProtocolMap(r: BodyReader, entries: number): ProtocolMessage {
   let message: ProtocolMessage | undefined
+  let badKey = false
   for (let i = 0; i < entries; i++) {
-    const key = r.string()
-    if (!key) return { type: 'bad', reason: 'a protocol message key is not a string', consumed: false }
     if (!r.header()) return { type: 'bad', reason: 'truncated protocol message', consumed: false }
-    if (i === 0) {
+    let key: Buffer | undefined
+    if (r.h.kind === Kind.STR || r.h.kind === Kind.BIN) key = r.payload()
+    else if (!r.skipRest()) return { type: 'bad', reason: 'truncated protocol message', consumed: false }
+    if (!key) badKey = true
+    if (!r.header()) return { type: 'bad', reason: 'truncated protocol message', consumed: false }
+    if (i === 0 && key) {
       const name = key.toString('latin1')
       const { kind, value } = r.h
       if (name === 'p') {
@@ -98,6 +102,8 @@ function readProtocolMap(r: BodyReader, entries: number): ProtocolMessage {
     }
     if (!r.skipRest()) return { type: 'bad', reason: 'truncated protocol message', consumed: false }
   }
+  // msgpack-c reads every key as a string: one that is not fails the whole message
+  if (badKey) return { type: 'bad', reason: 'a protocol message key is not a string', consumed: true }
   return message!
 }
 
