@@ -149,7 +149,7 @@ export class DhtnetChannel extends Duplex implements StreamChannel {
   // ---- Writable side ----
 
   override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
-    if (this.remoteEnded && this.writableEnded && !this.destroyed) {
+    if (this.remoteEnded && (this.writableEnded || this.destroyed)) {
       this.closedByPeerWrite(typeof encoding === 'function' ? encoding : cb)
       return false
     }
@@ -160,7 +160,7 @@ export class DhtnetChannel extends Duplex implements StreamChannel {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   override end(...args: any[]): this {
     const chunk: unknown = args[0]
-    if (chunk !== undefined && chunk !== null && typeof chunk !== 'function' && this.remoteEnded && this.writableEnded && !this.destroyed) {
+    if (chunk !== undefined && chunk !== null && typeof chunk !== 'function' && this.remoteEnded && (this.writableEnded || this.destroyed)) {
       const cb = args.find((a: unknown) => typeof a === 'function') as WriteCallback | undefined
       this.closedByPeerWrite(cb)
       return this
@@ -173,7 +173,8 @@ export class DhtnetChannel extends Duplex implements StreamChannel {
       hint: 'DHTNet channels have no half-close: either side ending closes both directions',
     })
     if (cb) process.nextTick(cb, err)
-    this.destroy(err)
+    // once closed, the callback is all Node lets us tell (no 'error' after 'close')
+    if (!this.destroyed) this.destroy(err)
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
