@@ -9,3 +9,4 @@ export { classifyIceMessage, sdpFingerprint, normalizeFingerprint, checkRemoteSd
 export type { IceMessageKind } from './webrtc/sdp.js'
 export { livePeerConnections, preloadNative } from './webrtc/native.js'
 export * from './ice-tcp/index.js'
+export * from './turn/index.js'
