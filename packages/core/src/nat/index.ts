@@ -1,3 +1,3 @@
-export { PortMapper, defaultGatewayIpv4, type PortMapping, type PortMapperOptions } from './port-mapper.js'
-export { natPmpExternalAddress, natPmpMapUdp, NATPMP_PORT, type NatPmpMapResult } from './natpmp.js'
-export { addMappedCandidate, freeUdpPort, srflxPriority } from './mapped-candidate.js'
+export { PortMapper, defaultGatewayIpv4, type PortMapping, type PortMapperOptions, type MappedProtocol } from './port-mapper.js'
+export { natPmpExternalAddress, natPmpMapUdp, natPmpMapTcp, NATPMP_PORT, type NatPmpMapResult } from './natpmp.js'
+export { addMappedCandidate, freeUdpPort, srflxPriority, tcpMappedCandidate } from './mapped-candidate.js'

@@ -1,7 +1,8 @@
 /**
- * The glue between a port mapping and a WebRTC session description: a free local UDP port to pin the ICE agent
- * to, and the server-reflexive candidate line for the mapped external address (DHTNet adds its UPnP srflx
- * candidate the same way, dhtnet-core.md §8.4).
+ * The glue between a port mapping and a candidate: for WebRTC, a free local UDP port to pin the ICE agent to and the
+ * server-reflexive candidate line for the mapped external address (DHTNet adds its UPnP srflx candidate the same
+ * way, dhtnet-core.md §8.4); for ICE-TCP, the srflx `tcptype passive` candidate of a TCP mapping of the listening
+ * port (what IceTcpTransportOptions.mappedCandidates returns).
  */
 import { createSocket } from 'node:dgram'
 import type { PortMapping } from './port-mapper.js'
@@ -63,4 +64,13 @@ export function addMappedCandidate(sdp: string, mapping: PortMapping): string {
   const line = `a=candidate:${foundation} 1 UDP ${srflxPriority()} ${mapping.externalIp} ${mapping.externalPort} typ srflx raddr ${raddr} rport ${mapping.internalPort}`
   lines.splice(insertAt, 0, line)
   return lines.join(eol)
+}
+
+/**
+ * The ICE-TCP srflx passive candidate of a TCP mapping: `{ address: externalIp, port: externalPort, localAddress }`
+ * (localAddress = the address the gateway forwards to, the candidate's base). undefined for a UDP mapping.
+ */
+export function tcpMappedCandidate(mapping: PortMapping): { address: string; port: number; localAddress: string } | undefined {
+  if (mapping.protocol !== 'TCP' || mapping.internalIp === undefined) return undefined
+  return { address: mapping.externalIp, port: mapping.externalPort, localAddress: mapping.internalIp }
 }

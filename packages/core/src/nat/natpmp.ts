@@ -1,5 +1,5 @@
 /**
- * A minimal NAT-PMP client (RFC 6886) for UDP mappings: external address, map, unmap.
+ * A minimal NAT-PMP client (RFC 6886) for UDP and TCP mappings: external address, map, unmap.
  *
  * Our own rather than @achingbrain/nat-port-mapper's: that one always binds UDP 5350, sends the lifetime in ms
  * where the protocol wants seconds, and its unmap removes TCP mappings only (netlab.md, defects 1, 2, 4). Each
@@ -11,6 +11,7 @@ import { DhtnetError, throwIfAborted } from '../errors.js'
 export const NATPMP_PORT = 5351
 const OP_EXTERNAL_ADDRESS = 0
 const OP_MAP_UDP = 1
+const OP_MAP_TCP = 2
 
 const RESULT_MESSAGES: Record<number, string> = {
   1: 'unsupported version',
@@ -97,20 +98,43 @@ export async function natPmpExternalAddress(gateway: string, options: { timeoutM
  * Map (lifetimeS > 0) or unmap (lifetimeS = 0: RFC 6886 §3.4, suggested external port 0) a UDP port.
  * The gateway may grant another external port and a shorter lifetime than asked: the answer says which.
  */
-export async function natPmpMapUdp(
+export function natPmpMapUdp(
   gateway: string,
   internalPort: number,
   suggestedExternalPort: number,
   lifetimeS: number,
   options: { timeoutMs: number; signal?: AbortSignal; port?: number },
 ): Promise<NatPmpMapResult> {
+  return natPmpMap('UDP', gateway, internalPort, suggestedExternalPort, lifetimeS, options)
+}
+
+/** The same for a TCP port (opcode 2). */
+export function natPmpMapTcp(
+  gateway: string,
+  internalPort: number,
+  suggestedExternalPort: number,
+  lifetimeS: number,
+  options: { timeoutMs: number; signal?: AbortSignal; port?: number },
+): Promise<NatPmpMapResult> {
+  return natPmpMap('TCP', gateway, internalPort, suggestedExternalPort, lifetimeS, options)
+}
+
+async function natPmpMap(
+  protocol: 'UDP' | 'TCP',
+  gateway: string,
+  internalPort: number,
+  suggestedExternalPort: number,
+  lifetimeS: number,
+  options: { timeoutMs: number; signal?: AbortSignal; port?: number },
+): Promise<NatPmpMapResult> {
+  const opcode = protocol === 'TCP' ? OP_MAP_TCP : OP_MAP_UDP
   const req = Buffer.alloc(12)
   req[0] = 0
-  req[1] = OP_MAP_UDP
+  req[1] = opcode
   req.writeUInt16BE(internalPort, 4)
   req.writeUInt16BE(lifetimeS === 0 ? 0 : suggestedExternalPort, 6)
   req.writeUInt32BE(lifetimeS, 8)
   // An answer for another internal port belongs to another request (DHTNet validates it the same way).
-  const msg = await exchange(gateway, req, OP_MAP_UDP, options.timeoutMs, options.signal, options.port, (m) => m.length >= 16 && m.readUInt16BE(8) === internalPort)
+  const msg = await exchange(gateway, req, opcode, options.timeoutMs, options.signal, options.port, (m) => m.length >= 16 && m.readUInt16BE(8) === internalPort)
   return { internalPort, externalPort: msg.readUInt16BE(10), lifetimeS: msg.readUInt32BE(12) }
 }

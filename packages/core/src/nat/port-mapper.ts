@@ -1,15 +1,18 @@
 /**
- * PortMapper: UDP port mappings on the home gateway, so that a device behind a NAT that does not allow hole
+ * PortMapper: UDP and TCP port mappings on the home gateway, so that a device behind a NAT that does not allow hole
  * punching (symmetric) can still be reached directly (DHTNet's UPnPContext, dhtnet-core.md §8, reduced to what
- * the connection layer needs: one mapping per peer connection, asked for on demand).
+ * the connection layer needs: one UDP mapping per peer connection, asked for on demand, and one TCP mapping for the
+ * ICE-TCP listening port, offered as a srflx `tcptype passive` candidate).
  *
  *  - Discovery (once, cached; retried after a failure once `retryDiscoveryMs` has passed): NAT-PMP to the default
  *    gateway from /proc/net/route first (DHTNet prefers NAT-PMP), then UPnP IGD through SSDP
  *    (`upnpNat().findGateways`), each bounded in time.
- *  - mapUdp(): bounded by `mapTimeoutMs` (DHTNet waits 4 s for a mapping). Leases are refreshed by our own timer
- *    (unref'd) at half the lease; the package's autoRefresh is off (netlab.md defect 4).
- *  - unmapUdp() / close(): UDP mappings are removed with the right protocol (the package's unmap removes TCP
- *    only, defect 1): NAT-PMP with lifetime 0, UPnP with DeletePortMapping(NewProtocol=UDP).
+ *  - mapUdp() / mapTcp(): bounded by `mapTimeoutMs` (DHTNet waits 4 s for a mapping). Leases are refreshed by our
+ *    own timer (unref'd) at half the lease (the granted one when NAT-PMP grants less); the package's autoRefresh is
+ *    off (netlab.md defect 4).
+ *  - unmapUdp() / unmapTcp() / close(): mappings are removed with the right protocol and external port ourselves
+ *    (the package's unmap sends an empty protocol and the internal port, defect 1): NAT-PMP with lifetime 0 (opcode
+ *    1 for UDP, 2 for TCP), UPnP with DeletePortMapping(NewProtocol=UDP|TCP, NewExternalPort=the granted one).
  *
  * Errors: DhtnetError NO_GATEWAY, MAPPING_FAILED, TIMEOUT, ABORTED.
  */
@@ -18,15 +21,19 @@ import { readFileSync } from 'node:fs'
 import type { Gateway } from '@achingbrain/nat-port-mapper'
 import { DhtnetError, isDhtnetError, throwIfAborted } from '../errors.js'
 import type { Logger } from '../util/log.js'
-import { natPmpExternalAddress, natPmpMapUdp } from './natpmp.js'
+import { natPmpExternalAddress, natPmpMapTcp, natPmpMapUdp } from './natpmp.js'
+
+export type MappedProtocol = 'UDP' | 'TCP'
 
 export interface PortMapping {
   readonly externalIp: string
   readonly externalPort: number
   readonly internalPort: number
-  readonly protocol: 'UDP'
+  readonly protocol: MappedProtocol
   /** Which protocol made it. */
   readonly via: 'natpmp' | 'upnp'
+  /** TCP mappings: the local address the gateway forwards to (the base of the srflx candidate). */
+  readonly internalIp?: string
 }
 
 export interface PortMapperOptions {
@@ -58,6 +65,13 @@ type Backend =
 interface Held {
   mapping: PortMapping
   refresh?: NodeJS.Timeout
+  /** Lease granted (seconds), when the gateway said (NAT-PMP). */
+  grantedS?: number
+}
+
+/** Mappings are held per protocol and internal port. */
+function heldKey(protocol: MappedProtocol, internalPort: number): string {
+  return `${protocol}:${internalPort}`
 }
 
 const WAN_IP_CONNECTION_2 = 'urn:schemas-upnp-org:service:WANIPConnection:2'
@@ -108,7 +122,7 @@ function anySignal(signals: Array<AbortSignal | undefined>): AbortSignal {
 export class PortMapper {
   private readonly options: PortMapperOptions
   private readonly log: Logger
-  private readonly held = new Map<number, Held>()
+  private readonly held = new Map<string, Held>()
   private readonly closing = new AbortController()
   /** Removals in flight (close() waits for them). */
   private readonly removing = new Set<Promise<void>>()
@@ -127,38 +141,61 @@ export class PortMapper {
   }
 
   /** Map a local UDP port (any external port the gateway grants; the same one is asked for first). */
-  async mapUdp(internalPort: number, options: { signal?: AbortSignal } = {}): Promise<PortMapping> {
+  mapUdp(internalPort: number, options: { signal?: AbortSignal } = {}): Promise<PortMapping> {
+    return this.map('UDP', internalPort, options)
+  }
+
+  /** Map a local TCP port (the ICE-TCP listening port): a srflx `tcptype passive` candidate at
+   *  `externalIp:externalPort` whose base is `internalIp:internalPort`. */
+  mapTcp(internalPort: number, options: { signal?: AbortSignal } = {}): Promise<PortMapping> {
+    return this.map('TCP', internalPort, options)
+  }
+
+  /** Remove the mapping of a local UDP port (no-op when none is held). Never throws: failures are logged. */
+  unmapUdp(internalPort: number): Promise<void> {
+    return this.unmap('UDP', internalPort)
+  }
+
+  /** Remove the mapping of a local TCP port (no-op when none is held). Never throws: failures are logged. */
+  unmapTcp(internalPort: number): Promise<void> {
+    return this.unmap('TCP', internalPort)
+  }
+
+  private async map(protocol: MappedProtocol, internalPort: number, options: { signal?: AbortSignal }): Promise<PortMapping> {
     if (!Number.isInteger(internalPort) || internalPort < 1 || internalPort > 65535) {
-      throw new DhtnetError('INVALID_ARGUMENT', `not a UDP port: ${internalPort}`)
+      throw new DhtnetError('INVALID_ARGUMENT', `not a ${protocol} port: ${internalPort}`)
     }
     this.assertOpen()
     throwIfAborted(options.signal)
     const mapTimeoutMs = this.options.mapTimeoutMs ?? 4000
     const bound = AbortSignal.timeout(mapTimeoutMs)
     const signal = anySignal([options.signal, this.closing.signal, bound])
+    const key = heldKey(protocol, internalPort)
     try {
       const backend = await this.backend(signal)
-      const existing = this.held.get(internalPort)
+      const existing = this.held.get(key)
       if (existing) return existing.mapping
-      const mapping = await this.request(backend, internalPort, internalPort, signal)
+      const { mapping, grantedS } = await this.request(backend, protocol, internalPort, internalPort, signal)
       if (this.closed) {
         await this.remove(backend, mapping).catch(() => {})
         throw new DhtnetError('ABORTED', 'the port mapper was closed')
       }
-      this.held.set(internalPort, { mapping })
-      this.scheduleRefresh(backend, internalPort)
-      this.log('info', `UPnP: UDP ${mapping.externalIp}:${mapping.externalPort} → local port ${internalPort} (${mapping.via})`)
+      const raced = this.held.get(key)
+      if (raced) return raced.mapping // a concurrent call for the same port won; its mapping is the same one
+      this.held.set(key, { mapping, ...(grantedS !== undefined ? { grantedS } : {}) })
+      this.scheduleRefresh(backend, key)
+      this.log('info', `UPnP: ${protocol} ${mapping.externalIp}:${mapping.externalPort} → local port ${internalPort} (${mapping.via})`)
       return mapping
     } catch (err) {
-      throw this.translate(err, options.signal, bound, `mapping UDP port ${internalPort}`, mapTimeoutMs)
+      throw this.translate(err, options.signal, bound, `mapping ${protocol} port ${internalPort}`, mapTimeoutMs)
     }
   }
 
-  /** Remove the mapping of a local UDP port (no-op when none is held). Never throws: failures are logged. */
-  async unmapUdp(internalPort: number): Promise<void> {
-    const held = this.held.get(internalPort)
+  private async unmap(protocol: MappedProtocol, internalPort: number): Promise<void> {
+    const key = heldKey(protocol, internalPort)
+    const held = this.held.get(key)
     if (!held) return
-    this.held.delete(internalPort)
+    this.held.delete(key)
     clearTimeout(held.refresh)
     const removal = this.removeHeld(held, internalPort)
     this.removing.add(removal)
@@ -172,21 +209,22 @@ export class PortMapper {
   private async removeHeld(held: Held, internalPort: number): Promise<void> {
     const backend = await this.discovery?.catch(() => undefined)
     if (!backend) return
+    const protocol = held.mapping.protocol
     try {
       await this.remove(backend, held.mapping)
-      this.log('debug', `UPnP: removed UDP mapping ${held.mapping.externalPort} → local port ${internalPort}`)
+      this.log('debug', `UPnP: removed ${protocol} mapping ${held.mapping.externalPort} → local port ${internalPort}`)
     } catch (err) {
-      this.log('warn', `UPnP: could not remove the UDP mapping of port ${internalPort}: ${(err as Error).message}`)
+      this.log('warn', `UPnP: could not remove the ${protocol} mapping of port ${internalPort}: ${(err as Error).message}`)
     }
   }
 
   /** Remove every mapping, stop timers; leaves no handle. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return
-    const ports = [...this.held.keys()]
+    const held = [...this.held.values()].map((h) => h.mapping)
     this.closed = true
     this.closing.abort()
-    await Promise.all([...ports.map((p) => this.unmapUdp(p)), ...this.removing])
+    await Promise.all([...held.map((m) => this.unmap(m.protocol, m.internalPort)), ...this.removing])
     const backend = await this.discovery?.catch(() => undefined)
     if (backend?.kind === 'upnp') await backend.gateway.stop().catch(() => {})
   }
@@ -284,31 +322,46 @@ export class PortMapper {
     }
   }
 
-  private async request(backend: Backend, internalPort: number, externalPort: number, signal: AbortSignal): Promise<PortMapping> {
+  private async request(
+    backend: Backend,
+    protocol: MappedProtocol,
+    internalPort: number,
+    externalPort: number,
+    signal: AbortSignal,
+  ): Promise<{ mapping: PortMapping; grantedS?: number }> {
     const leaseS = this.options.leaseS ?? 7200
     if (backend.kind === 'natpmp') {
-      const r = await natPmpMapUdp(backend.gateway, internalPort, externalPort, leaseS, { timeoutMs: this.options.mapTimeoutMs ?? 4000, signal, ...this.pmpPort() })
-      if (r.lifetimeS === 0 || r.externalPort === 0) throw new DhtnetError('MAPPING_FAILED', `the NAT-PMP gateway granted no mapping for UDP port ${internalPort}`)
-      return { externalIp: backend.externalIp, externalPort: r.externalPort, internalPort, protocol: 'UDP', via: 'natpmp' }
+      const mapFn = protocol === 'TCP' ? natPmpMapTcp : natPmpMapUdp
+      const r = await mapFn(backend.gateway, internalPort, externalPort, leaseS, { timeoutMs: this.options.mapTimeoutMs ?? 4000, signal, ...this.pmpPort() })
+      if (r.lifetimeS === 0 || r.externalPort === 0) throw new DhtnetError('MAPPING_FAILED', `the NAT-PMP gateway granted no mapping for ${protocol} port ${internalPort}`)
+      // NAT-PMP maps to the address the request came from: the local address towards the gateway
+      const internalIp = protocol === 'TCP' ? await localAddressTowards(backend.gateway) : undefined
+      return {
+        mapping: { externalIp: backend.externalIp, externalPort: r.externalPort, internalPort, protocol, via: 'natpmp', ...(internalIp !== undefined ? { internalIp } : {}) },
+        grantedS: r.lifetimeS,
+      }
     }
     const m = await backend.gateway.map(internalPort, backend.localIp, {
-      protocol: 'UDP',
+      protocol,
       externalPort,
       ttl: leaseS * 1000, // the package's UPnP ttl is in ms (it sends seconds)
       autoRefresh: false,
-      description: `${this.options.label ?? 'DHTNET'}-UDP:${internalPort}`,
+      description: `${this.options.label ?? 'DHTNET'}-${protocol}:${internalPort}`,
       signal,
     })
-    return { externalIp: backend.externalIp, externalPort: m.externalPort, internalPort, protocol: 'UDP', via: 'upnp' }
+    return {
+      mapping: { externalIp: backend.externalIp, externalPort: m.externalPort, internalPort, protocol, via: 'upnp', ...(protocol === 'TCP' ? { internalIp: backend.localIp } : {}) },
+    }
   }
 
   private async remove(backend: Backend, mapping: PortMapping): Promise<void> {
     if (backend.kind === 'natpmp') {
-      await natPmpMapUdp(backend.gateway, mapping.internalPort, 0, 0, { timeoutMs: this.options.mapTimeoutMs ?? 4000, ...this.pmpPort() })
+      const mapFn = mapping.protocol === 'TCP' ? natPmpMapTcp : natPmpMapUdp
+      await mapFn(backend.gateway, mapping.internalPort, 0, 0, { timeoutMs: this.options.mapTimeoutMs ?? 4000, ...this.pmpPort() })
       return
     }
-    // The package's unmap() deletes with an empty protocol (TCP only) and the internal port as external port:
-    // ask for the UDP mapping ourselves through its SOAP client.
+    // The package's unmap() deletes with an empty protocol and the internal port as external port: ask for the
+    // deletion ourselves through its SOAP client, with the protocol and the external port granted.
     const device = (backend.gateway as unknown as { gateway?: { run(service: string, action: string, args: Array<[string, unknown]>, opts: { signal?: AbortSignal }): Promise<unknown> } }).gateway
     if (!device?.run) throw new DhtnetError('MAPPING_FAILED', 'this UPnP gateway object cannot send DeletePortMapping')
     await device.run(
@@ -317,30 +370,33 @@ export class PortMapper {
       [
         ['NewRemoteHost', ''],
         ['NewExternalPort', mapping.externalPort],
-        ['NewProtocol', 'UDP'],
+        ['NewProtocol', mapping.protocol],
       ],
       { signal: AbortSignal.timeout(this.options.mapTimeoutMs ?? 4000) },
     )
   }
 
-  /** Renew at half the granted lease (unref'd: a pending renewal never keeps the process alive). */
-  private scheduleRefresh(backend: Backend, internalPort: number): void {
-    const held = this.held.get(internalPort)
+  /** Renew at half the lease (the granted one when shorter; unref'd: a pending renewal never keeps the process
+   *  alive). */
+  private scheduleRefresh(backend: Backend, key: string): void {
+    const held = this.held.get(key)
     if (!held) return
-    const leaseS = this.options.leaseS ?? 7200
+    const leaseS = Math.min(this.options.leaseS ?? 7200, held.grantedS ?? Infinity)
+    const { protocol, internalPort } = held.mapping
     held.refresh = setTimeout(() => {
-      if (this.closed || this.held.get(internalPort) !== held) return
+      if (this.closed || this.held.get(key) !== held) return
       const signal = anySignal([this.closing.signal, AbortSignal.timeout(this.options.mapTimeoutMs ?? 4000)])
-      this.request(backend, internalPort, held.mapping.externalPort, signal).then(
-        (mapping) => {
-          if (this.held.get(internalPort) !== held) return
-          if (mapping.externalPort !== held.mapping.externalPort) this.log('warn', `UPnP: the renewed mapping of port ${internalPort} moved to external port ${mapping.externalPort}`)
+      this.request(backend, protocol, internalPort, held.mapping.externalPort, signal).then(
+        ({ mapping, grantedS }) => {
+          if (this.held.get(key) !== held) return
+          if (mapping.externalPort !== held.mapping.externalPort) this.log('warn', `UPnP: the renewed ${protocol} mapping of port ${internalPort} moved to external port ${mapping.externalPort}`)
           held.mapping = mapping
-          this.scheduleRefresh(backend, internalPort)
+          if (grantedS !== undefined) held.grantedS = grantedS
+          this.scheduleRefresh(backend, key)
         },
-        (err: unknown) => this.log('warn', `UPnP: renewing the mapping of port ${internalPort} failed: ${(err as Error).message}`),
+        (err: unknown) => this.log('warn', `UPnP: renewing the ${protocol} mapping of port ${internalPort} failed: ${(err as Error).message}`),
       )
-    }, (leaseS * 1000) / 2)
+    }, Math.max(1000, (leaseS * 1000) / 2))
     held.refresh.unref()
   }
 }
