@@ -1,6 +1,6 @@
 import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { X509Certificate } from 'node:crypto'
+import { X509Certificate, generateKeyPairSync } from 'node:crypto'
 import forge from 'node-forge'
 import { generateCaAndDevice, generateIdentity, issueCertificate, TrustStore, isDhtnetError, type Identity, type TrustDecision } from '../src/index.js'
 
@@ -154,4 +154,23 @@ test('intermediate CAs: trusting the root or the intermediate both work', () => 
 test('bad ids given to allow/ban are errors, not silent no-ops', () => {
   const store = new TrustStore()
   assert.throws(() => store.ban('1234'), (e: unknown) => isDhtnetError(e, 'BAD_PEER_ID'))
+})
+
+test('keys outside the policy are refused before any signature is checked with them (REJECTED_KEY)', () => {
+  const store = new TrustStore()
+  store.addTrustedCa(caA.certificate)
+  // a device key of 1024 bits, and one with e = 3, both properly signed by a trusted CA
+  for (const [opts, reason] of [[{ modulusLength: 1024 }, /1024 bits/], [{ modulusLength: 2048, publicExponent: 3 }, /exponent 3\b/]] as const) {
+    const { publicKey } = generateKeyPairSync('rsa', opts)
+    const cert = issueCertificate({ publicKey, name: 'weak-dev', ca: false, signer: caA })
+    refused(store.verify([cert, caA.certificate]), 'REJECTED_KEY', reason)
+    refused(store.verify([cert, caA.certificate], { anonymous: true }), 'REJECTED_KEY', reason)
+  }
+  // an issuer whose key is outside the policy
+  const { privateKey: weakCaKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 })
+  const weakCa = issueCertificate({ publicKey: weakCaKey, name: 'weak-ca', ca: true, signer: { privateKey: weakCaKey } })
+  const dev = issueCertificate({ publicKey: devA.publicKey, name: 'dev-of-weak-ca', ca: false, signer: { privateKey: weakCaKey, certificate: weakCa } })
+  refused(store.verify([dev, weakCa], { anonymous: true }), 'REJECTED_KEY', /CN=weak-ca/)
+  // (EC issuers, as dhtnode -i makes them, are accepted: tested with a real dhtnode's certificate in dht-interop.test.ts)
+  assert.deepEqual(store.verify(devA.chain), { ok: true })
 })

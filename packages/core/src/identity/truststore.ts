@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto'
 import { DhtnetError } from '../errors.js'
 import { chainLinkProblem, commonName, isIssuedBy, isSelfSigned, notAfter, notBefore, validityProblem } from './chain.js'
 import { parsePeerId, publicKeyIds } from './ids.js'
+import { issuerKeyProblem, rsaKeyProblem } from './key-policy.js'
 
 export type TrustRefusalCode =
   | 'EMPTY_CHAIN'
@@ -11,6 +12,7 @@ export type TrustRefusalCode =
   | 'EXPIRED'
   | 'NOT_YET_VALID'
   | 'BAD_SIGNATURE'
+  | 'REJECTED_KEY'
   | 'NOT_CA'
   | 'UNKNOWN_ISSUER'
   | 'UNTRUSTED_CA'
@@ -103,6 +105,13 @@ export class TrustStore {
       const problem = validityProblem(cert, now)
       if (problem === 'expired') return refuse('EXPIRED', `${describe(cert)} expired on ${notAfter(cert).toISOString()}`)
       if (problem === 'not-yet-valid') return refuse('NOT_YET_VALID', `${describe(cert)} is not valid before ${notBefore(cert).toISOString()}`)
+    }
+
+    // keys outside the policy are refused before any signature is checked with them (a huge RSA exponent makes one
+    // verification cost a private-key operation): the leaf's must be RSA within RSA_KEY_POLICY, issuers' may also be EC/EdDSA
+    for (let i = 0; i < chain.length; i++) {
+      const problem = i === 0 ? rsaKeyProblem(chain[i]!.publicKey) : issuerKeyProblem(chain[i]!.publicKey)
+      if (problem) return refuse('REJECTED_KEY', `the key of ${describe(chain[i]!)} is refused: ${problem}`)
     }
 
     const link = chainLinkProblem(chain)
