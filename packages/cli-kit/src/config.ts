@@ -85,6 +85,7 @@ export const COMMON_KEYS: ConfigSchema = {
   privateKey: pathKey,
   verbose: boolKey,
   enable_upnp: boolKey,
+  transport: stringKey,
   anonymous: boolKey,
   timeout: secondsKey,
 }
@@ -102,6 +103,8 @@ export interface CommonConfig {
   readonly privateKey?: string
   readonly verbose?: boolean
   readonly enable_upnp?: boolean
+  /** auto | tcp | webrtc */
+  readonly transport?: string
   readonly anonymous?: boolean
   /** Seconds (client): how long to try before giving up. */
   readonly timeout?: number

@@ -36,6 +36,7 @@ export async function startNode(options: CommonOptions, log: Log, start: StartNo
     ...(options.turn ? { turn: options.turn } : {}),
     // enable_upnp / --no-upnp: map a UDP port per connection on the home router (a fallback for strict NATs)
     upnp: options.upnp,
+    transport: options.transport,
     anonymous: start.anonymous === true,
     ...(start.allowedPeers ? { allowedPeers: start.allowedPeers } : {}),
     connectTimeoutMs: options.timeoutMs,

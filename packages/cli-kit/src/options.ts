@@ -7,7 +7,7 @@
 import { isIP } from 'node:net'
 import { basename } from 'node:path'
 import { Option, type Command } from 'commander'
-import { PUBLIC_BOOTSTRAP_NODES, isDhtnetError, parsePeerId, type ParsedPeerId } from '@dhtnet/core'
+import { PUBLIC_BOOTSTRAP_NODES, TRANSPORT_POLICIES, isDhtnetError, parsePeerId, type ParsedPeerId, type TransportPolicy } from '@dhtnet/core'
 import type { CommonConfig } from './config.js'
 import { UsageError } from './errors.js'
 import type { Verbosity } from './log.js'
@@ -30,6 +30,7 @@ export interface CommonArgs {
   readonly timeout?: string
   readonly upnp?: boolean
   readonly bind?: string
+  readonly transport?: string
 }
 
 export interface TurnOptions {
@@ -47,6 +48,8 @@ export interface CommonOptions {
   readonly discovery: boolean
   readonly turn?: TurnOptions
   readonly upnp: boolean
+  /** Which transports connections may use (--transport / `transport`): auto (both, racing), tcp, webrtc. */
+  readonly transport: TransportPolicy
   /** Both or neither: without them the default identity (~/.dhtnet) is used or created. */
   readonly identityFiles?: { readonly certificate: string; readonly privateKey: string }
   readonly configPath?: string
@@ -98,6 +101,7 @@ export function runOptions(): Option[] {
   return [
     new Option('--no-upnp', 'do not map a port with UPnP'),
     new Option('--bind <address>', 'bind the DHT and ICE sockets to this local address only (e.g. 127.0.0.1)'),
+    new Option('--transport <policy>', 'auto: ICE-TCP + TLS and WebRTC, the first path up wins; tcp: ICE-TCP + TLS only (DHTNet\'s, the only one C++ devices speak); webrtc: UDP only').default(undefined, 'auto'),
     new Option('--verbose', 'print progress messages on stderr').default(false),
     new Option('-q, --quiet', 'print errors only').default(false),
     new Option('--timeout <seconds>', 'client: give up connecting after this many seconds (default 30)'),
@@ -128,6 +132,7 @@ export function readCommonArgs(program: Command): CommonArgs {
     quiet: o.quiet === true,
     ...pickDefined('timeout', str('timeout')),
     ...pickDefined('bind', str('bind')),
+    ...pickDefined('transport', str('transport')),
     ...(program.getOptionValueSource('upnp') === 'cli' ? { upnp: o.upnp === true } : {}),
   }
 }
@@ -169,12 +174,20 @@ export function resolveCommonOptions(args: CommonArgs, config: CommonConfig | un
     discovery,
     ...(turn ? { turn } : {}),
     upnp: args.upnp ?? c.enable_upnp ?? true,
+    transport: checkTransport(args.transport ?? c.transport),
     ...(certificate && privateKey ? { identityFiles: { certificate, privateKey } } : {}),
     ...(config ? { configPath: config.path, configSource: configSource ?? 'flag' } : {}),
     unknownConfigKeys: config?.unknownKeys ?? [],
     ...(args.bind !== undefined ? { bindAddress: checkBind(args.bind) } : {}),
     timeoutMs: Math.round(parseTimeout(args.timeout, c.timeout) * 1000),
   }
+}
+
+/** --transport / `transport`: one of the policies (default auto). */
+export function checkTransport(value: string | undefined): TransportPolicy {
+  if (value === undefined) return 'auto'
+  if ((TRANSPORT_POLICIES as readonly string[]).includes(value)) return value as TransportPolicy
+  throw new UsageError(`--transport must be one of ${TRANSPORT_POLICIES.join(', ')}, got "${value}"`, 'auto is the default: both transports race')
 }
 
 /** --timeout in seconds (flag wins over the YAML `timeout`), 0 < t <= 86400. */

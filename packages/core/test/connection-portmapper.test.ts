@@ -81,8 +81,8 @@ test('a mapped connection: pinned to the mapped port, bytes echoed, the mapping 
   gateways.push(gw)
   const mapper = new PortMapper({ natPmpGateway: '127.0.0.1', natPmpPort: gw.port, upnp: false })
   mappers.push(mapper)
-  const alice = await net.addDevice('alice-mapped', { portMapper: mapper })
-  const bob = await net.addDevice('bob-mapped', { onConnectionReady: echo })
+  const alice = await net.addDevice('alice-mapped', { portMapper: mapper, transport: 'webrtc' })
+  const bob = await net.addDevice('bob-mapped', { onConnectionReady: echo, transport: 'webrtc' })
   const sock = await alice.cm.connectDevice(bob.identity.id, 'echo')
   assert.equal(await roundTrip(sock, 'through a mapped port'), 'through a mapped port')
   const info = alice.cm.connections()[0]!
@@ -101,8 +101,8 @@ test('a gateway that refuses the mapping does not fail the connect', async () =>
   const mapper = new PortMapper({ natPmpGateway: '127.0.0.1', natPmpPort: gw.port, upnp: false })
   mappers.push(mapper)
   const logs: string[] = []
-  const alice = await net.addDevice('alice-refused', { portMapper: mapper, logger: (_l, m) => logs.push(m) })
-  const bob = await net.addDevice('bob-refused', { onConnectionReady: echo })
+  const alice = await net.addDevice('alice-refused', { portMapper: mapper, transport: 'webrtc', logger: (_l, m) => logs.push(m) })
+  const bob = await net.addDevice('bob-refused', { onConnectionReady: echo, transport: 'webrtc' })
   const sock = await alice.cm.connectDevice(bob.identity.id, 'echo')
   assert.equal(await roundTrip(sock, 'no mapping, still connected'), 'no mapping, still connected')
   assert.equal(gw.maps.length, 1, 'a mapping was asked for')

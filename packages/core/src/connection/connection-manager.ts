@@ -24,6 +24,7 @@ import type { ChannelRequestDecision, ChannelInfo, StreamChannel } from '../mux/
 import type { DatagramChannel } from '../mux/native/datagram-channel.js'
 import type { Transport } from '../transport/transport.js'
 import { WebRtcTransport } from '../transport/webrtc/webrtc-transport.js'
+import { IceTcpTransport } from '../transport/ice-tcp/transport.js'
 import type { IceServerSpec } from '../transport/webrtc/ice-servers.js'
 import { type Logger, type LoggerLike, toLogger } from '../util/log.js'
 import { Deadline } from '../util/deadline.js'
@@ -60,8 +61,12 @@ export interface ConnectionManagerOptions {
   iceServers?: readonly IceServerSpec[]
   /** Bind ICE to this local address (tests: '127.0.0.1'). Default: every interface. */
   bindAddress?: string
-  /** UDP port range for ICE. */
+  /** UDP port range for ICE (WebRTC). */
   portRange?: { begin: number; end: number }
+  /** TCP listening port range for ICE-TCP (inclusive). Default: any port. */
+  tcpPortRange?: readonly [number, number]
+  /** Our public IP as the DHT sees it (a server-reflexive ICE-TCP candidate when routable). */
+  publicAddress?: () => string | undefined
   /**
    * UPnP/NAT-PMP fallback: each peer connection's port is mapped on the gateway and offered as a srflx candidate. A
    * failed mapping is logged and the connect goes on without it; mappings are removed when their connection closes.
@@ -167,7 +172,17 @@ export class ConnectionManager extends EventEmitter {
       this.dht = new SecureDht(options.dht, options.identity, { log: this.log })
       this.ownsDht = true
     }
+    const loopback = options.bindAddress !== undefined && /^(127\.|::1$|localhost$)/.test(options.bindAddress)
     this.transports = options.transports ?? [
+      new IceTcpTransport({
+        identity: options.identity,
+        ...(options.bindAddress ? { bindAddress: options.bindAddress } : {}),
+        // pjnath never offers loopback candidates; a node bound to loopback (tests, same host) has nothing else
+        includeLoopback: loopback,
+        ...(options.tcpPortRange ? { portRange: options.tcpPortRange } : {}),
+        ...(options.publicAddress ? { publicAddress: options.publicAddress } : {}),
+        logger: this.log,
+      }),
       new WebRtcTransport({
         identity: options.identity,
         ...(options.iceServers ? { iceServers: options.iceServers } : {}),
@@ -435,13 +450,24 @@ export class ConnectionManager extends EventEmitter {
     // nothing of the peer start (local work only: nothing reaches the peer before its certificate was found and
     // trusted); they are dropped if the lookup fails or finds a shared link.
     deadline.step = 'looking up the peer certificate on the DHT'
-    const lookup = this.certificates.find(peer.hex, deadline)
-    lookup.catch(() => {})
-    const early = this.requester.startEarly(deadline)
+    // concurrent calls share one lookup; only the first starts the early sessions (it will make the connection)
+    let early: EarlyStart | undefined
+    if (!device.lookup) {
+      const lookup = this.certificates.find(peer.hex, deadline)
+      device.lookup = lookup
+      const clear = (): void => {
+        if (device.lookup === lookup) device.lookup = undefined
+      }
+      lookup.then(clear, clear)
+      early = this.requester.startEarly(deadline)
+    }
     try {
-      peer.chain = await lookup
+      peer.chain = await deadline.race(device.lookup)
     } catch (err) {
       this.requester.abandon(early)
+      // a shared lookup ended by its owner's deadline: ours may still have time for one of our own
+      const othersDeadline = !early && !deadline.signal.aborted && isDhtnetError(err) && (err.code === 'TIMEOUT' || err.code === 'ABORTED')
+      if (othersDeadline) return this.getLink(peer, options, deadline)
       throw err
     }
     peer.longId = publicKeyIds(peer.chain[0]!).longId
@@ -541,14 +567,19 @@ export class ConnectionManager extends EventEmitter {
     return link
   }
 
-  private async decideChannel(peerCert: X509Certificate, name: string): Promise<ChannelRequestDecision> {
+  /** The application's decision, synchronous when its hook is (a burst of requests then waits for nothing). */
+  private decideChannel(peerCert: X509Certificate, name: string): ChannelRequestDecision | Promise<ChannelRequestDecision> {
     const hook = this.channelRequestHook
     if (!hook) return { accept: false, reason: 'no channel handler on this device' }
-    try {
-      return await hook(peerCert, name)
-    } catch (err) {
-      this.log('warn', `onChannelRequest threw: ${(err as Error).message}`)
+    const failed = (err: unknown): ChannelRequestDecision => {
+      this.log('warn', `onChannelRequest threw: ${(err as Error)?.message ?? String(err)}`)
       return { accept: false, reason: 'the channel handler failed' }
+    }
+    try {
+      const decision = hook(peerCert, name)
+      return decision instanceof Promise ? decision.catch(failed) : decision
+    } catch (err) {
+      return failed(err)
     }
   }
 

@@ -42,7 +42,7 @@ export interface ManagerContext {
   readonly keepaliveIntervalMs: number | undefined
   readonly deadPeerTimeoutMs: number | undefined
   /** Decide on a channel the peer opens (the application's hook, guarded). */
-  decideChannel(peerCert: X509Certificate, name: string): Promise<ChannelRequestDecision>
+  decideChannel(peerCert: X509Certificate, name: string): ChannelRequestDecision | Promise<ChannelRequestDecision>
   /** Register a new live connection (channels, events, device registry). */
   register(connection: NewConnection): PeerLink
   /** Listen at our keys if not done yet (answers to our requests arrive there). */

@@ -16,6 +16,8 @@ export interface DeviceState {
   /** Pending connectDevice calls by channel name (isConnecting, uniqueName). */
   readonly pendingByName: Map<string, Set<Promise<Channel>>>
   chain: X509Certificate[] | undefined
+  /** The certificate lookup in progress (a device known by its 40-hex id): concurrent calls share it. */
+  lookup: Promise<X509Certificate[]> | undefined
 }
 
 export class DeviceRegistry {
@@ -25,7 +27,7 @@ export class DeviceRegistry {
   get(key: string): DeviceState {
     let d = this.devices.get(key)
     if (!d) {
-      d = { links: new Set(), connecting: undefined, pendingByName: new Map(), chain: undefined }
+      d = { links: new Set(), connecting: undefined, pendingByName: new Map(), chain: undefined, lookup: undefined }
       this.devices.set(key, d)
     }
     return d
@@ -57,7 +59,7 @@ export class DeviceRegistry {
   /** Drop an entry that holds nothing any more. */
   forgetIfIdle(key: string): void {
     const d = this.devices.get(key)
-    if (d && d.links.size === 0 && !d.connecting && d.pendingByName.size === 0) this.devices.delete(key)
+    if (d && d.links.size === 0 && !d.connecting && !d.lookup && d.pendingByName.size === 0) this.devices.delete(key)
   }
 
   all(): IterableIterator<DeviceState> {

@@ -7,15 +7,18 @@ import { DhtnetError } from '../errors.js'
 import type { Mux } from '../mux/mux.js'
 import { Multiplexer } from '../mux/native/multiplexer.js'
 import { DhtnetMux } from '../mux/dhtnet/dhtnet-mux.js'
+import { StreamMessageTransport } from '../mux/native/stream-transport.js'
 import type { MessageTransport, Link } from '../transport/transport.js'
 import type { ManagerContext } from './context.js'
 
 /** Our multiplexer's send high-water mark on a link's reliable transport. */
 const NATIVE_SEND_HIGH_WATER = 1024 * 1024
 
+/** The link's reliable message transport; a byte-stream link gets length framing (StreamMessageTransport). */
 function reliableOf(link: Link): MessageTransport {
   if (link.reliable) return link.reliable
-  throw new DhtnetError('UNSUPPORTED_TRANSPORT', `the ${link.transport} link carries a byte stream, which our multiplexer cannot use yet`)
+  if (link.stream) return new StreamMessageTransport(link.stream)
+  throw new DhtnetError('INTERNAL_ERROR', `the ${link.transport} link has neither a message transport nor a stream`)
 }
 
 /** Our multiplexer on a link. `awaitPeerHello`: the requester's side of a race (transports.ts). */

@@ -7,7 +7,7 @@
 import type { X509Certificate } from 'node:crypto'
 import { DhtnetError, isDhtnetError } from '../errors.js'
 import { SecureDht } from '../dht/secure-dht.js'
-import type { Link, Transport } from '../transport/transport.js'
+import type { Link, Transport, TransportName } from '../transport/transport.js'
 import type { Deadline } from '../util/deadline.js'
 import type { ManagerContext } from './context.js'
 import { dhtnetMux, nativeMux } from './muxes.js'
@@ -20,7 +20,7 @@ import {
   encodeRequest,
   newRequestId,
 } from './signalling.js'
-import { type Attempt, allowedTransports, closeAttempts, descriptionIn, linkChosenByPeer, setDescription } from './transports.js'
+import { type Attempt, allowedTransports, closeAttempts, combinedFailure, descriptionIn, linkChosenByPeer, setDescription } from './transports.js'
 
 const REFUSAL_MESSAGES: Record<RefusalCode, string> = {
   REFUSED: 'the peer refused the connection',
@@ -102,11 +102,16 @@ export class Requester {
     const earlyAttempts = early ? await deadline.race(early.attempts).catch((err: unknown) => this.sessionFailure(err, [])) : []
     const started = new Set(earlyAttempts.map((a) => a.transport))
     const rest = allowedTransports(ctx.transports, ctx.policy).filter((t) => !started.has(t.name))
-    const attempts = [...earlyAttempts, ...(await this.startSessions(rest, id, chain, deadline))]
+    const failures: Array<{ transport: TransportName; error: unknown }> = []
+    const attempts = [...earlyAttempts, ...(await this.startSessions(rest, id, chain, deadline, failures))]
     const answerKey = id.toString()
     try {
       if (attempts.length === 0) {
-        throw new DhtnetError('ICE_FAILED', `no transport could start (policy "${ctx.policy}")`, { hint: 'check the network configuration and the transport policy' })
+        const why = failures.length > 0 ? combinedFailure(failures, deadline) : undefined
+        throw new DhtnetError(isDhtnetError(why) ? why.code : 'ICE_FAILED', `no transport could start (policy "${ctx.policy}")${why ? `: ${why.message}` : ''}`, {
+          cause: why,
+          hint: isDhtnetError(why) && why.hint ? why.hint : 'check the network configuration and the transport policy',
+        })
       }
       const request: PeerConnectionRequest = { id, iceMsg: '', isAnswer: false, connType, certificate: ctx.chainPem, native: NATIVE_SIGNALLING_VERSION }
       for (const a of attempts) setDescription(request, a.transport, a.session.localDescription)
@@ -216,7 +221,13 @@ export class Requester {
   }
 
   /** Start a session on each transport, in parallel; a transport that cannot start is logged and left out. */
-  private async startSessions(transports: readonly Transport[], id: bigint, chain: readonly X509Certificate[], deadline: Deadline): Promise<Attempt[]> {
+  private async startSessions(
+    transports: readonly Transport[],
+    id: bigint,
+    chain: readonly X509Certificate[],
+    deadline: Deadline,
+    failures: Array<{ transport: TransportName; error: unknown }> = [],
+  ): Promise<Attempt[]> {
     const started = await Promise.allSettled(
       transports.map(async (t): Promise<Attempt> => {
         const controller = new AbortController()
@@ -232,7 +243,10 @@ export class Requester {
     const attempts: Attempt[] = []
     started.forEach((r, i) => {
       if (r.status === 'fulfilled') attempts.push(r.value)
-      else this.ctx.log('info', `the ${transports[i]!.name} transport could not start: ${(r.reason as Error)?.message ?? String(r.reason)}`)
+      else {
+        failures.push({ transport: transports[i]!.name, error: r.reason })
+        this.ctx.log('info', `the ${transports[i]!.name} transport could not start: ${(r.reason as Error)?.message ?? String(r.reason)}`)
+      }
     })
     if (deadline.signal.aborted) {
       closeAttempts(attempts)

@@ -37,7 +37,7 @@ export interface ResponderOptions {
 export interface ResponderStats {
   /** Requests handled past the rate limits. */
   handled: number
-  /** Dropped: the signer sent more than its rate (burst 4, then one per 2 s). */
+  /** Dropped: the signer sent more than its rate (burst 16, then 4 per second). */
   rateLimited: number
   /** Dropped: too many requests in progress at once. */
   busy: number
@@ -52,8 +52,8 @@ export interface ResponderStats {
 }
 
 /** Requests one signer may send at once, and how many more per second. */
-const SIGNER_BURST = 4
-const SIGNER_PER_SECOND = 0.5
+const SIGNER_BURST = 16
+const SIGNER_PER_SECOND = 4
 /** DHT certificate lookups for signers whose request carried no usable chain. */
 const LOOKUP_BURST = 8
 const LOOKUPS_PER_SECOND = 2

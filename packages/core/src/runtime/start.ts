@@ -12,7 +12,7 @@ import { TrustStore } from '../identity/truststore.js'
 import { ensureIdentity } from '../config/ensure-identity.js'
 import { DhtNode } from '../dht/node.js'
 import { SecureDht } from '../dht/secure-dht.js'
-import { ConnectionManager, type ConnectionManagerOptions } from '../connection/connection-manager.js'
+import { ConnectionManager, type ConnectionManagerOptions, type TransportPolicy } from '../connection/connection-manager.js'
 import type { IceServerSpec } from '../transport/webrtc/ice-servers.js'
 import { preloadNative } from '../transport/webrtc/native.js'
 import { PortMapper, type PortMapperOptions } from '../nat/port-mapper.js'
@@ -78,6 +78,8 @@ export interface ToolRuntimeOptions {
    * loopback address, nor in test runs (DHTNET_FORBID_PUBLIC_BOOTSTRAP=1: the gateway is outside the test).
    */
   readonly upnp?: boolean | PortMapperOptions
+  /** Which transports connections may use (default 'auto': ICE-TCP + TLS and WebRTC, racing). */
+  readonly transport?: TransportPolicy
   readonly log?: Logger
   /** Where to say that a default identity was created, and where (default: `log` at info level). */
   readonly identityLog?: (line: string) => void
@@ -184,6 +186,9 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
     iceServers,
     ...(bind ? { bindAddress: bind } : {}),
     ...(portMapper ? { portMapper } : {}),
+    ...(options.transport ? { transport: options.transport } : {}),
+    // the address the DHT sees us at: a server-reflexive ICE-TCP candidate when it is routable
+    publicAddress: () => reportedIpv4(node),
     ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
     ...(options.onIceRequest ? { onIceRequest: options.onIceRequest } : {}),
     ...(options.onChannelRequest ? { onChannelRequest: options.onChannelRequest } : {}),
@@ -276,4 +281,11 @@ function waitConnected(node: DhtNode, ms: number, signal?: AbortSignal): Promise
     if (signal?.aborted) return onAbort()
     signal?.addEventListener('abort', onAbort, { once: true })
   })
+}
+
+/** The IPv4 address DHT nodes report seeing us at (OpenDHT's `sa`), as text; undefined when none did yet. */
+function reportedIpv4(node: DhtNode): string | undefined {
+  const hex = node.reportedAddresses()[4]
+  if (!hex || hex.length !== 8) return undefined
+  return [0, 2, 4, 6].map((i) => parseInt(hex.slice(i, i + 2), 16)).join('.')
 }

@@ -13,7 +13,7 @@ import { DhtnetError } from '../errors.js'
 import { publicKeyIds } from '../identity/ids.js'
 import { isStreamChannel, type ChannelRequestDecision, type StreamChannel } from '../mux/mux.js'
 import type { DatagramChannel } from '../mux/native/datagram-channel.js'
-import type { ConnectionInfo } from '../connection/connection-manager.js'
+import type { ConnectionInfo, TransportPolicy } from '../connection/connection-manager.js'
 import type { Logger } from '../util/log.js'
 import { defaultCacheDir, loadToolIdentity, startToolRuntime, type ToolRuntime, type ToolRuntimeOptions, type TurnServerOptions } from './start.js'
 
@@ -112,6 +112,8 @@ export interface ToolNodeOptions {
   readonly bindAddress?: string
   readonly turn?: TurnServerOptions
   readonly upnp?: boolean
+  /** Which transports connections may use (default 'auto': both, racing). */
+  readonly transport?: TransportPolicy
   /** Server: accept peers whose chain ends at any CA (default false: only our CA and `allowedPeers`). */
   readonly anonymous?: boolean
   /** Server: devices accepted whatever their CA (40- or 64-hex ids). */
@@ -159,6 +161,7 @@ export async function startToolNode(options: ToolNodeOptions): Promise<ToolNode>
     ...(options.bindAddress ? { bindAddress: options.bindAddress } : {}),
     ...(options.turn ? { turn: options.turn } : {}),
     upnp: options.upnp ?? false,
+    ...(options.transport ? { transport: options.transport } : {}),
     // a client trusts the one peer it names (connect); a server decides by CA, anonymous mode and allowed peers
     anonymous: server ? options.anonymous === true : true,
     ...(server && options.allowedPeers ? { allowedPeers: options.allowedPeers } : {}),

@@ -16,7 +16,7 @@ import { generateIdentity } from '../../src/identity/generate.js'
 import { TrustStore } from '../../src/identity/truststore.js'
 import { chainToPem, privateKeyToPem } from '../../src/identity/pem.js'
 import type { Identity } from '../../src/identity/types.js'
-import { ConnectionManager, type ConnectionManagerOptions } from '../../src/connection/connection-manager.js'
+import { ConnectionManager, type ConnectionManagerOptions, type TransportPolicy } from '../../src/connection/connection-manager.js'
 
 export interface TestDevice {
   name: string
@@ -93,6 +93,8 @@ export class TestNet {
       connectTimeoutMs: 15_000,
       logger: process.env.DHTNET_TEST_VERBOSE ? (l, m) => process.stderr.write(`[${name}] ${l} ${m}\n`) : undefined,
       onChannelRequest: () => true,
+      // the connection suites run once per transport policy (connection-over-*.test.ts)
+      ...(process.env.DHTNET_TEST_TRANSPORT ? { transport: process.env.DHTNET_TEST_TRANSPORT as TransportPolicy } : {}),
       ...rest,
     })
     if (!noStart) await cm.start()

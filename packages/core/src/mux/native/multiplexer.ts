@@ -53,7 +53,7 @@ export interface MultiplexerOptions {
   maxFramePayloadBytes?: number
   /** Most channels open at once (both directions, pending requests included); more are declined (default 1024). */
   maxChannels?: number
-  /** Most of the peer's channel requests waiting for onChannelRequest; more are declined (default 256). */
+  /** Most of the peer's channel requests waiting for onChannelRequest; more are declined (default 512). */
   maxPendingRequests?: number
   /**
    * Receive window of the whole connection, in bytes (default 16 MiB): what the peer may have in flight or waiting
@@ -214,7 +214,7 @@ export class Multiplexer extends EventEmitter implements Mux {
       Math.min(options.maxFramePayloadBytes ?? 64 * KiB, this.reliable.maxMessageSize - FRAME_HEADER_BYTES),
     )
     this.maxChannels = options.maxChannels ?? 1024
-    this.maxPendingRequests = options.maxPendingRequests ?? 256
+    this.maxPendingRequests = options.maxPendingRequests ?? 512
     this.openTimeoutMs = options.openTimeoutMs ?? 30000
     this.connectionWindow = Math.min(options.connectionWindowBytes ?? 16 * 1024 * KiB, 0xffffffff)
     this.connectionReceiveAllowance = this.connectionWindow

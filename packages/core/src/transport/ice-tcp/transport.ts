@@ -71,7 +71,7 @@ export class IceTcpTransport implements Transport {
   private readonly logger: Logger
   private readonly timeouts: IceTcpTimeouts
   private readonly limits: IceTcpLimits
-  private readonly context
+  private secureContext: ReturnType<typeof tlsContext> | undefined
   private listener: Promise<PassiveListener> | undefined
   private readonly sessions = new Set<IceTcpSession>()
   private closed = false
@@ -80,7 +80,13 @@ export class IceTcpTransport implements Transport {
     this.logger = toLogger(options.logger)
     this.timeouts = { ...DEFAULT_AGENT_TIMEOUTS, iceMs: 20_000, tlsMs: 15_000, preAuthMs: DEFAULT_PRE_AUTH_TIMEOUT_MS, ...options.timeouts }
     this.limits = { ...DEFAULT_AGENT_LIMITS, maxUnauthenticated: DEFAULT_MAX_UNAUTHENTICATED, maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, ...options.limits }
-    this.context = tlsContext(options.identity)
+  }
+
+  /** The TLS context, made at the first session: an identity whose key does not match its certificate fails there
+   *  (this transport cannot start) rather than when the manager is built. */
+  private get context(): ReturnType<typeof tlsContext> {
+    this.secureContext ??= tlsContext(this.options.identity)
+    return this.secureContext
   }
 
   /** Open the shared listening sockets now (else at the first session); resolves with their addresses. */
@@ -105,6 +111,11 @@ export class IceTcpTransport implements Transport {
   async createSession(context: TransportSessionContext): Promise<TransportSession> {
     throwIfAborted(context.signal)
     if (this.closed) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed')
+    try {
+      void this.context
+    } catch (err) {
+      throw new DhtnetError('TLS_FAILED', `ICE-TCP: our identity cannot be used for TLS: ${(err as Error).message}`, { cause: err })
+    }
     await this.listen()
     const listener = await this.listener!
     const remote = context.role === 'responder' ? parseRemote(context.remoteDescription) : undefined
