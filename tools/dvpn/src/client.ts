@@ -19,7 +19,7 @@ import { openSession, RefusedError, type ClientSession, type SessionAddresses } 
 import { clearClientAddresses, configureClientTun, FullTunnel, setClientAddresses } from './tun-setup.js'
 
 /** Bound of one reconnection attempt (the first connection has the whole --timeout). */
-const RECONNECT_ATTEMPT_MS = 20_000
+const RECONNECT_ATTEMPT_MS = 12_000
 const BACKOFF_MS = [500, 1000, 2000, 4000, 5000]
 
 export interface ClientState {
@@ -43,7 +43,18 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   })
 }
 
-export async function runClient(node: ToolNode, options: ClientOptions, log: Log, signal: AbortSignal): Promise<number> {
+/** The client's node, replaced by a fresh one when reconnecting keeps failing (main stops whichever is current). */
+export interface NodeHolder {
+  node: ToolNode
+  /** A new node with the same options (identity, bootstrap, TURN, bind). */
+  readonly make: () => Promise<ToolNode>
+}
+
+/** Consecutive failed reconnection attempts after which the node (DHT, connection manager) is started afresh. */
+const FRESH_NODE_AFTER = 2
+
+export async function runClient(holder: NodeHolder, options: ClientOptions, log: Log, signal: AbortSignal): Promise<number> {
+  let node = holder.node
   const peer = options.peer.hex
   const net = new NetChanges(undefined, (line) => log.debug(line))
   const state: ClientState = { tun: undefined, session: undefined }
@@ -123,10 +134,27 @@ export async function runClient(node: ToolNode, options: ClientOptions, log: Log
   try {
     while (!signal.aborted) {
       let s: ClientSession
+      if (state.tun && attempt >= FRESH_NODE_AFTER && attempt % FRESH_NODE_AFTER === 0) {
+        // reconnecting keeps failing: a DHT whose searches went stale during the cut (their nodes marked bad for
+        // good) fails every request at once; a fresh client node (random DHT id, new connection manager) does not
+        log.info('starting a fresh DHT node and connection manager for the next attempts')
+        const old = node
+        try {
+          node = holder.node = await holder.make()
+        } catch (err) {
+          log.info(`starting a fresh node failed: ${(err as Error).message}`)
+        }
+        if (node !== old) void old.stop().catch(() => {})
+      } else if (state.tun) {
+        // a reconnection: the network may have been away long enough for the DHT to lose every node (its own
+        // re-bootstrap backs off up to minutes): ping the bootstrap nodes now and probe the connections
+        refreshNetwork(node, options.bootstrap)
+      }
       try {
         s = await openSession(node, {
           peer,
           token,
+          previous: current,
           fullTunnel: options.fullTunnel,
           keepaliveMs: options.keepaliveMs,
           timeoutMs: state.tun ? Math.min(options.timeoutMs, RECONNECT_ATTEMPT_MS) : options.timeoutMs,
@@ -176,6 +204,19 @@ export async function runClient(node: ToolNode, options: ClientOptions, log: Log
     state.tun?.close()
     const failed = await net.undoAll()
     for (const f of failed) log.warn(`could not undo ${f}`)
+  }
+}
+
+/**
+ * What DHTNet calls connectivityChanged(): the bootstrap nodes pinged at once (the DHT adds any that answers back to
+ * its table) and every live connection probed. Never throws.
+ */
+export function refreshNetwork(node: ToolNode, bootstrap: readonly string[]): void {
+  for (const b of bootstrap) node.runtime.node.bootstrap(b).catch(() => {})
+  try {
+    node.runtime.connections.connectivityChanged()
+  } catch {
+    // closed: nothing to probe
   }
 }
 

@@ -122,10 +122,11 @@ export class AddressPool {
 
   /**
    * A lease for a session of `peer`: its pinned addresses; else the lease its `token` names; else a lease of its
-   * still in grace; else the lowest free host number. A live lease taken over (the device reconnected before the old
-   * session ended) is reported as `replaced`.
+   * still in grace; else the IPv4 address it asks for (`wanted4`, the one it had) when that one is free; else the
+   * lowest free host number. A live lease taken over (the device reconnected before the old session ended) is
+   * reported as `replaced`.
    */
-  acquire(peer: PeerKey, token?: string): AcquireResult {
+  acquire(peer: PeerKey, token?: string, wanted4?: number): AcquireResult {
     const mine = [...this.byIndex.values()].filter((l) => l.peer === peer.id)
     const pin = this.pinOf(peer)
     let lease: Lease | undefined
@@ -143,6 +144,10 @@ export class AddressPool {
     const live = mine.filter((l) => l.live).length
     const maxLive = this.options.maxLivePerPeer ?? 8
     if (live >= maxLive) return { ok: false, reason: `this device already has ${live} sessions here (the most is ${maxLive})` }
+    if (wanted4 !== undefined && inSubnet4(wanted4, this.options.v4)) {
+      const index = wanted4 - this.options.v4.network
+      if (index >= 1 && index <= this.capacity && !this.reserved.has(index) && !this.pinnedOwner.has(index) && !this.byIndex.has(index)) return this.create(index, peer, false)
+    }
     for (let index = 1; index <= this.capacity; index++) {
       if (this.reserved.has(index) || this.pinnedOwner.has(index) || this.byIndex.has(index)) continue
       return this.create(index, peer, false)

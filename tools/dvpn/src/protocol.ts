@@ -8,7 +8,7 @@
  *
  * | type | name    | direction | payload (bound) |
  * |------|---------|-----------|-----------------|
- * | 1    | HELLO   | c → s     | JSON `{v: 1, token?, datagram, fullTunnel}` (4 KiB) |
+ * | 1    | HELLO   | c → s     | JSON `{v: 1, token?, ipv4?, datagram, fullTunnel}` (4 KiB) |
  * | 2    | CONFIG  | s → c     | JSON `{v: 1, token, ipv4, server4, ipv6, server6, routes4: [cidr], routes6: [cidr], mtu, masquerade}` (4 KiB) |
  * | 3    | REFUSE  | s → c     | UTF-8 reason (1 KiB); the server then ends the channel |
  * | 4    | PACKET  | both      | one IP packet (65535): the data path when there is no datagram channel |
@@ -16,9 +16,11 @@
  * | 6    | PONG    | s → c     | the PING's 8 bytes |
  *
  * The client sends HELLO first and nothing else until CONFIG or REFUSE. `token` names the lease of an earlier session
- * (reconnection: same addresses). After CONFIG the client opens the datagram channel `dvpn://v1/data/<token>`
+ * (reconnection: same addresses); `ipv4`, the address it had, is given back when its lease is gone but nobody took it. After CONFIG the client opens the datagram channel `dvpn://v1/data/<token>`
  * (when `datagram`), whose datagrams are whole IP packets back to back (packets.ts), or sends PACKET frames.
  */
+import { isIPv4, isIPv6 } from 'node:net'
+
 export const CONTROL_CHANNEL = 'dvpn://v1'
 export const DATA_CHANNEL_PREFIX = 'dvpn://v1/data/'
 export const PROTOCOL_VERSION = 1
@@ -57,6 +59,8 @@ export interface Hello {
   readonly v: number
   /** The lease of an earlier session (reconnection). */
   readonly token?: string
+  /** The IPv4 address the client had (a hint: its lease may have expired). */
+  readonly ipv4?: string
   /** The client will send its packets on a datagram channel. */
   readonly datagram: boolean
   readonly fullTunnel: boolean
@@ -136,9 +140,7 @@ export function encodePing(type: typeof FrameType.PING | typeof FrameType.PONG, 
 // --- payload validation --------------------------------------------------------------------------------------------
 
 const TOKEN = /^[0-9a-f]{1,64}$/
-const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/
 const CIDR4 = /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/
-const IPV6 = /^[0-9a-f:.]{2,45}$/i
 const CIDR6 = /^[0-9a-f:.]{2,45}\/\d{1,3}$/i
 
 function json(payload: Buffer, what: string): Record<string, unknown> {
@@ -173,6 +175,16 @@ function str(v: unknown, pattern: RegExp, what: string): string {
   return v
 }
 
+function ip4(v: unknown, what: string): string {
+  if (typeof v !== 'string' || !isIPv4(v)) throw new ProtocolError(`${what} is malformed`)
+  return v
+}
+
+function ip6(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v.length > 45 || !isIPv6(v)) throw new ProtocolError(`${what} is malformed`)
+  return v
+}
+
 function list(v: unknown, pattern: RegExp, what: string): string[] {
   if (!Array.isArray(v) || v.length > LIMITS.routes) throw new ProtocolError(`${what} must be a list of at most ${LIMITS.routes}`)
   return v.map((x, i) => str(x, pattern, `${what}[${i}]`))
@@ -182,7 +194,8 @@ export function parseHello(payload: Buffer): Hello {
   const o = json(payload, 'HELLO')
   const v = version(o, 'HELLO')
   const token = o.token === undefined || o.token === null ? undefined : str(o.token, TOKEN, 'HELLO token')
-  return { v, ...(token ? { token } : {}), datagram: bool(o.datagram, 'HELLO datagram'), fullTunnel: bool(o.fullTunnel, 'HELLO fullTunnel') }
+  const ipv4 = o.ipv4 === undefined || o.ipv4 === null ? undefined : ip4(o.ipv4, 'HELLO ipv4')
+  return { v, ...(token ? { token } : {}), ...(ipv4 ? { ipv4 } : {}), datagram: bool(o.datagram, 'HELLO datagram'), fullTunnel: bool(o.fullTunnel, 'HELLO fullTunnel') }
 }
 
 export function parseConfig(payload: Buffer): Config {
@@ -192,10 +205,10 @@ export function parseConfig(payload: Buffer): Config {
   return {
     v,
     token: str(o.token, TOKEN, 'CONFIG token'),
-    ipv4: str(o.ipv4, IPV4, 'CONFIG ipv4'),
-    server4: str(o.server4, IPV4, 'CONFIG server4'),
-    ipv6: str(o.ipv6, IPV6, 'CONFIG ipv6'),
-    server6: str(o.server6, IPV6, 'CONFIG server6'),
+    ipv4: ip4(o.ipv4, 'CONFIG ipv4'),
+    server4: ip4(o.server4, 'CONFIG server4'),
+    ipv6: ip6(o.ipv6, 'CONFIG ipv6'),
+    server6: ip6(o.server6, 'CONFIG server6'),
     routes4: list(o.routes4, CIDR4, 'CONFIG routes4'),
     routes6: list(o.routes6, CIDR6, 'CONFIG routes6'),
     mtu: mtu(o.mtu, 'CONFIG'),

@@ -16,6 +16,7 @@ import {
   formatSubnet6,
   hostOf,
   inSubnet4,
+  parseIPv4,
   type Subnet4,
   type Subnet6,
 } from './addresses.js'
@@ -317,7 +318,7 @@ export class VpnServer {
   }
 
   private admitNative(peer: PeerInfo, control: StreamChannel, hello: Hello): NativeSession | undefined {
-    const got = this.acquire(peer, hello.token)
+    const got = this.acquire(peer, hello.token, hello.ipv4 !== undefined ? parseIPv4(hello.ipv4) : undefined)
     if (!got.ok) {
       this.log.info(`refused ${peer.id}: ${got.reason}`)
       control.end(encodeRefuse(got.reason))
@@ -389,8 +390,8 @@ export class VpnServer {
 
   // --- sessions ----------------------------------------------------------------------------------------------------
 
-  private acquire(peer: PeerInfo, token: string | undefined) {
-    const got = this.pool!.acquire(peer, token)
+  private acquire(peer: PeerInfo, token: string | undefined, wanted4?: number) {
+    const got = this.pool!.acquire(peer, token, wanted4)
     if (got.ok && got.replaced) {
       // the device reconnected before its old session ended: the new one takes the addresses over
       for (const s of [...this.sessions]) {
@@ -470,7 +471,7 @@ export class VpnServer {
       const v = p[0]! >> 4
       const s = v === 4 && p.length >= 20 ? this.byV4.get(dst4(p)) : v === 6 && p.length >= 40 ? this.byV6.get(dst6(p)) : undefined
       if (!s) {
-        this.stats.noRoute++
+        if (this.stats.noRoute++ < 5) this.log.debug(`no client for a packet from the TUN to ${describeDestination(p)} (dropped)`)
         continue
       }
       let list = out.get(s)
@@ -490,20 +491,20 @@ export class VpnServer {
     const toTun: Buffer[] = []
     for (const p of packets) {
       if (!isWholePacket(p)) {
-        this.stats.spoofed++
+        this.dropFromClient(session, p, 'not a whole IP packet')
         continue
       }
       const v = p[0]! >> 4
       let other: Session | undefined
       if (v === 4) {
         if (src4(p) !== session.lease.v4) {
-          this.stats.spoofed++
+          this.dropFromClient(session, p, `source ${formatIPv4(src4(p))} is not its address`)
           continue
         }
         other = this.byV4.get(dst4(p))
       } else {
         if (src6(p) !== session.lease.v6) {
-          this.stats.spoofed++
+          this.dropFromClient(session, p, `source ${formatIPv6(src6(p))} is not its address`)
           continue
         }
         other = this.byV6.get(dst6(p))
@@ -522,6 +523,10 @@ export class VpnServer {
     if (this.outgoing.size > 0) this.flush()
   }
 
+  private dropFromClient(session: Session, _p: Buffer, why: string): void {
+    if (this.stats.spoofed++ < 5) this.log.debug(`session #${session.n} ${session.peer.id}: dropped a packet: ${why}`)
+  }
+
   private logStats(): void {
     if (this.sessions.size === 0) return
     const t = this.tun?.stats
@@ -534,6 +539,13 @@ export class VpnServer {
   describeSessions(): string[] {
     return [...this.sessions].map((s) => `${s.peer.id} ${s.lease.describe()} ${s.kind}`)
   }
+}
+
+function describeDestination(p: Buffer): string {
+  const v = p[0]! >> 4
+  if (v === 4 && p.length >= 20) return formatIPv4(dst4(p))
+  if (v === 6 && p.length >= 40) return formatIPv6(dst6(p))
+  return `a packet of IP version ${v}`
 }
 
 function uniq(list: string[]): string[] {

@@ -58,6 +58,8 @@ export class RefusedError extends RunError {}
 export interface OpenSessionOptions {
   readonly peer: string
   readonly token: string | undefined
+  /** The addresses of the previous session: asked for again (the server gives them when they are free). */
+  readonly previous: SessionAddresses | undefined
   readonly fullTunnel: boolean
   readonly keepaliveMs: number
   readonly timeoutMs: number
@@ -159,7 +161,7 @@ async function openNativeSession(node: ToolNode, connection: ConnectionInfo, o: 
       endedWith?.('the control channel closed')
     })
     control.on('end', () => control.end())
-    control.write(encodeHello({ ...(o.token ? { token: o.token } : {}), datagram: true, fullTunnel: o.fullTunnel }))
+    control.write(encodeHello({ ...(o.token ? { token: o.token } : {}), ...(o.previous ? { ipv4: o.previous.client4 } : {}), datagram: true, fullTunnel: o.fullTunnel }))
   })
 
   // packets: a datagram channel when the multiplexer has them (on ICE-TCP they ride the reliable stream)

@@ -145,3 +145,27 @@ test('pool: pins, limits, a full pool', () => {
   assert.ok(!full.ok && /pool is full/.test(full.reason))
   small.close()
 })
+
+test('pool: after its lease expired, a device asking for its old address gets it back when nobody took it', async () => {
+  const p = pool({ graceMs: 10 })
+  const a = p.acquire(peer(1))
+  const b = p.acquire(peer(2))
+  assert.ok(a.ok && b.ok)
+  const old4 = a.lease.v4
+  p.release(a.lease)
+  p.release(b.lease)
+  await new Promise((r) => setTimeout(r, 50))
+  assert.equal(p.size, 0, 'both freed')
+  // peer 1 comes back first asking for its old address; peer 3 asks for one that is taken, and gets the lowest free
+  const back = p.acquire(peer(1), 'stale-token', old4)
+  assert.ok(back.ok && !back.resumed)
+  assert.equal(back.lease.v4, old4)
+  const other = p.acquire(peer(3), undefined, old4)
+  assert.ok(other.ok)
+  assert.notEqual(other.lease.v4, old4)
+  // the server's own address is never given, even when asked for
+  const server = p.acquire(peer(4), undefined, parseIPv4('10.60.78.1'))
+  assert.ok(server.ok)
+  assert.notEqual(formatIPv4(server.lease.v4), '10.60.78.1')
+  p.close()
+})

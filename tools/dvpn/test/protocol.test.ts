@@ -130,6 +130,8 @@ test('HELLO and CONFIG fields are checked', () => {
   assert.throws(() => parseHello(hello({ v: 1, datagram: 'yes', fullTunnel: false })), /datagram must be true or false/)
   assert.throws(() => parseHello(hello({ v: 1, datagram: true, fullTunnel: false, token: 'XYZ' })), /token is malformed/)
   assert.throws(() => parseHello(hello({ v: 1, datagram: true, fullTunnel: false, token: 'a'.repeat(65) })), /token is malformed/)
+  assert.deepEqual(parseHello(hello({ v: 1, datagram: true, fullTunnel: false, ipv4: '10.60.78.7' })).ipv4, '10.60.78.7')
+  assert.throws(() => parseHello(hello({ v: 1, datagram: true, fullTunnel: false, ipv4: '999.1.1.1' })), /ipv4 is malformed/)
   const config = (o: object): Buffer => Buffer.from(JSON.stringify({ v: 1, ...CONFIG, ...o }))
   assert.throws(() => parseConfig(config({ v: 2 })), /version 2/)
   assert.throws(() => parseConfig(config({ ipv4: '10.0.0.0/8' })), /ipv4 is malformed/)

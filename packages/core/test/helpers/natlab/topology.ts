@@ -133,6 +133,16 @@ export class NatLab {
     return net
   }
 
+  /**
+   * One more host on the public side (no NAT): namespace `<prefix>-<tag>`, `address` on the internet bridge (a
+   * 198.51.100.x not used above), default route through the core. Deleted with the lab (destroy()).
+   */
+  addPublicNamespace(tag: string, address: string): string {
+    const name = `${this.prefix}-${tag}`
+    this.addPublicHost(name, `p${tag}`.slice(0, 15), [address])
+    return name
+  }
+
   removeCase(net: CaseNet): void {
     for (const name of [net.hostA, net.routerA, net.hostB, net.routerB]) this.delNs(name)
   }
