@@ -6,6 +6,8 @@ import { Duplex } from 'node:stream'
 export class ScriptedStream extends Duplex {
   readonly writes: Buffer[] = []
   writeCount = 0
+  /** Calls that handed bytes over: one per write, one per corked batch. */
+  batches = 0
 
   constructor() {
     super({ allowHalfOpen: true })
@@ -30,6 +32,14 @@ export class ScriptedStream extends Duplex {
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.writes.push(Buffer.from(chunk))
     this.writeCount++
+    this.batches++
+    cb()
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    for (const { chunk } of chunks) this.writes.push(Buffer.from(chunk))
+    this.writeCount += chunks.length
+    this.batches++
     cb()
   }
 }
