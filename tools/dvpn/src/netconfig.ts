@@ -138,13 +138,3 @@ export class NetChanges {
     return failed
   }
 }
-
-/** Addresses of the interfaces of this host (for messages), best effort. */
-export async function interfaceExists(run: Runner, name: string): Promise<boolean> {
-  try {
-    await run('ip', ['link', 'show', 'dev', name])
-    return true
-  } catch {
-    return false
-  }
-}

@@ -15,7 +15,6 @@ import {
   formatSubnet4,
   formatSubnet6,
   hostOf,
-  inSubnet4,
   parseIPv4,
   type Subnet4,
   type Subnet6,
@@ -44,7 +43,7 @@ import { configureServerTun, enableMasquerade, type ServerTunPlan } from './tun-
 
 /** How long a client has to send its HELLO after opening the control channel. */
 const HELLO_TIMEOUT_MS = 10_000
-/** How long an accepted data channel name stays valid for a session that has not opened it yet. */
+/** How often the server logs its counters (--verbose) while clients are connected. */
 const STATS_INTERVAL_MS = 60_000
 
 export function serverPlan(options: Pick<ServerOptions, 'networks'>, longId: string): ServerTunPlan & { defaults4: boolean; defaults6: boolean } {
@@ -550,8 +549,4 @@ function describeDestination(p: Buffer): string {
 
 function uniq(list: string[]): string[] {
   return [...new Set(list)]
-}
-
-export function inClients(plan: ServerTunPlan, address: number): boolean {
-  return inSubnet4(address, plan.clients4)
 }

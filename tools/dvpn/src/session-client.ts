@@ -3,7 +3,7 @@
  * packets, notice when it is gone. A C++ DHTNet server (`mux: 'dhtnet'`) gets DHTNet's `dvpn://`; ours gets
  * `dvpn://v1` with a datagram channel for the packets when the multiplexer has datagram channels (a stream otherwise).
  */
-import type { ConnectionInfo, DatagramChannel, StreamChannel, ToolNode } from '@dhtnet/core'
+import type { ConnectionInfo, DatagramChannel, ToolNode } from '@dhtnet/core'
 import { RunError, type Log } from '@dhtnet/cli-kit'
 import { formatIPv4, parseIPv4 } from './addresses.js'
 import { DHTNET_CHANNEL } from './dhtnet-protocol.js'
@@ -228,5 +228,3 @@ async function openNativeSession(node: ToolNode, connection: ConnectionInfo, o: 
     },
   }
 }
-
-export type { StreamChannel }

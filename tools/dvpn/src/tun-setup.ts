@@ -3,7 +3,7 @@
  * so that whatever outlives the TUN is undone on exit. What is set on the TUN itself (addresses, the routes through
  * it) disappears with it when dvpn closes it.
  */
-import { formatIPv4, formatIPv6, formatSubnet4, formatSubnet6, inSubnet4, type Subnet4, type Subnet6 } from './addresses.js'
+import { formatIPv4, formatIPv6, formatSubnet4, formatSubnet6, type Subnet4, type Subnet6 } from './addresses.js'
 import type { NetChanges } from './netconfig.js'
 
 /** No IPv6 link-local address (nor its router solicitations through the tunnel): the VPN's addresses only. */
@@ -94,11 +94,6 @@ export async function setClientAddresses(net: NetChanges, tun: string, plan: Cli
 export async function clearClientAddresses(net: NetChanges, tun: string): Promise<void> {
   await net.ip('addr', 'flush', 'dev', tun).catch(() => undefined)
   await net.ip('-6', 'addr', 'flush', 'dev', tun).catch(() => undefined)
-}
-
-/** True when `address` is inside one of `routes` (IPv4 CIDR list). */
-export function coveredBy4(address: number, routes: readonly Subnet4[]): boolean {
-  return routes.some((r) => inSubnet4(address, r))
 }
 
 const HALF_DEFAULTS_4 = ['0.0.0.0/1', '128.0.0.0/1']
