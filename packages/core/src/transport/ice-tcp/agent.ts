@@ -30,6 +30,7 @@ import { CheckConnection, type CheckConnectionHandler, type TransactionResult } 
 import { buildCheckError, buildCheckRequest, buildCheckSuccess, validateCheckRequest, validateCheckResponse, type IceRole, type ValidCheck } from './check-messages.js'
 import type { FrameDecoder } from './framing.js'
 import type { HostAddress } from './gather.js'
+import type { InboundOrigin } from './listener.js'
 import { outboundPairs, pairPriority, skipReason, type OutboundPair } from './pairs.js'
 
 export interface AgentTimeouts {
@@ -80,8 +81,11 @@ export interface NominatedPath {
   readonly localPort: number
   readonly remoteAddress: string
   readonly remotePort: number
-  /** 'host/host', 'host/srflx', 'host/prflx'... */
+  /** 'host/host', 'host/srflx', 'relay/srflx', 'host/relay'... */
   readonly candidatePair: string
+  /** A side of the pair is a TURN relay (ours: the connection arrived through our allocation; the peer's: we
+   *  connected to its relayed candidate). */
+  readonly relayed: boolean
   readonly role: IceRole
   readonly answerer: StunAnswerer
 }
@@ -156,8 +160,9 @@ export class IceTcpAgent implements CheckConnectionHandler {
 
   // ----------------------------------------------------------------------------------------------------- inbound
 
-  /** The listener's handler: an inbound connection whose first request names our ufrag. */
-  acceptInbound(socket: Socket, request: StunMessage, decoder: FrameDecoder): boolean {
+  /** The listener's handler: an inbound connection whose first request names our ufrag (`origin`: its ICE addresses
+   *  when they are not the socket's, i.e. relayed by our TURN allocation). */
+  acceptInbound(socket: Socket, request: StunMessage, decoder: FrameDecoder, origin?: InboundOrigin): boolean {
     if (this.done) return false
     let inbound = 0
     for (const p of this.paths.values()) if (p.conn.direction === 'inbound') inbound++
@@ -170,11 +175,11 @@ export class IceTcpAgent implements CheckConnectionHandler {
       this.log('debug', `inbound connection refused: ${valid}`)
       return false
     }
-    const conn = new CheckConnection(nextConnectionId++, socket, 'inbound', this, decoder)
-    const local = this.options.candidates.find((c) => c.tcpType === 'passive' && c.type === 'host' && c.address === conn.localAddress)
+    const conn = new CheckConnection(nextConnectionId++, socket, 'inbound', this, decoder, origin?.relayed ? origin : undefined)
+    const local = this.localCandidateOf(conn)
     this.paths.set(conn, { conn, localPriority: local?.priority ?? candidatePriority('host', 65535), ourCheck: 'idle', answered: 0, nominated: false })
     this.inboundSeen++
-    this.log('debug', `inbound connection ${conn.label}`)
+    this.log('debug', `inbound connection ${conn.label}${origin?.relayed ? ' (through our TURN relay)' : ''}`)
     this.handleRequest(conn, request, valid)
     if (!conn.isClosed) conn.start()
     return true
@@ -447,7 +452,7 @@ export class IceTcpAgent implements CheckConnectionHandler {
     for (const s of this.pendingSockets) s.destroy()
     this.pendingSockets.clear()
     const remoteType: CandidateType = path.target?.type ?? this.remote?.candidates.find((c) => c.tcpType === 'active' && c.address === conn.remoteAddress)?.type ?? 'prflx'
-    const local = this.options.candidates.find((c) => c.address === conn.localAddress)
+    const localType: CandidateType = this.localCandidateOf(conn)?.type ?? 'host'
     this.resolveResult({
       socket,
       remaining,
@@ -456,10 +461,24 @@ export class IceTcpAgent implements CheckConnectionHandler {
       localPort: conn.localPort,
       remoteAddress: conn.remoteAddress,
       remotePort: conn.remotePort,
-      candidatePair: `${local?.type ?? 'host'}/${remoteType}`,
+      candidatePair: `${localType}/${remoteType}`,
+      relayed: localType === 'relay' || remoteType === 'relay',
       role: this.role,
       answerer: makeAnswerer(this.options.ufrag, this.options.pwd, this.remote!.ufrag, this.options.software),
     })
+  }
+
+  /** Our candidate a connection uses: inbound, the passive candidate it arrived at (a host one, or our relayed
+   *  address); outbound, the host candidate it left from. */
+  private localCandidateOf(conn: CheckConnection): IceCandidate | undefined {
+    const candidates = this.options.candidates
+    if (conn.direction === 'inbound') {
+      return (
+        candidates.find((c) => c.tcpType === 'passive' && c.address === conn.localAddress && c.port === conn.localPort) ??
+        candidates.find((c) => c.tcpType === 'passive' && c.type === 'host' && c.address === conn.localAddress)
+      )
+    }
+    return candidates.find((c) => c.type === 'host' && c.address === conn.localAddress)
   }
 
   /** When nothing can succeed any more: every outbound pair failed, no connection alive, and the peer had its

@@ -209,6 +209,8 @@ export interface LocalCandidateInputs {
   readonly mapped?: ReadonlyArray<{ readonly address: string; readonly port: number; readonly localAddress: string }>
   /** The public address the DHT sees, with the local address it was seen from: a srflx `active` candidate (port 9). */
   readonly reflexive?: { readonly address: string; readonly localAddress: string } | undefined
+  /** Relayed addresses of our TURN/TCP allocations, in TURN server order: `relay` `passive` candidates. */
+  readonly relays?: ReadonlyArray<{ readonly address: string; readonly port: number }>
 }
 
 function candidate(type: CandidateType, tcpType: TcpType, localPreference: number, address: string, port: number, base: string): IceCandidate {
@@ -228,7 +230,9 @@ function candidate(type: CandidateType, tcpType: TcpType, localPreference: numbe
 }
 
 /** Our candidates in pjnath's order: per host address passive then active (IPv4 first); then mapped srflx; then the
- *  DHT srflx. Local preferences as pjnath's (see the top of this file). */
+ *  DHT srflx; then the relays (pjnath adds its TURN candidates after its STUN ones). Local preferences as pjnath's
+ *  (see the top of this file): a relay's is 65535 - the index of its TURN server (`RELAY_PREF - idx`), its base the
+ *  relayed address itself (foundation `R` + that address). */
 export function localCandidates(inputs: LocalCandidateInputs): IceCandidate[] {
   const out: IceCandidate[] = []
   for (const family of [4, 6] as const) {
@@ -246,5 +250,6 @@ export function localCandidates(inputs: LocalCandidateInputs): IceCandidate[] {
     const config = mapped.length > 0 ? 3 : 2
     out.push(candidate('srflx', 'active', 65535 - config, inputs.reflexive.address, ACTIVE_CANDIDATE_PORT, inputs.reflexive.localAddress))
   }
+  ;(inputs.relays ?? []).forEach((r, index) => out.push(candidate('relay', 'passive', 65535 - index, r.address, r.port, r.address)))
   return out
 }

@@ -51,12 +51,15 @@ export class CheckConnection {
     readonly direction: 'outbound' | 'inbound',
     private readonly handler: CheckConnectionHandler,
     private readonly decoder: FrameDecoder = new FrameDecoder(MAX_CHECK_FRAME_BYTES),
+    /** The ICE addresses of this connection when they are not the socket's own (a connection relayed by our TURN
+     *  allocation: the socket goes to the TURN server, the connection is between the peer and our relayed address). */
+    endpoints?: { readonly localAddress: string; readonly localPort: number; readonly remoteAddress: string; readonly remotePort: number },
   ) {
     this.decoder.maxFrameBytes = MAX_CHECK_FRAME_BYTES
-    this.localAddress = normalizeIp(socket.localAddress ?? '')
-    this.localPort = socket.localPort ?? 0
-    this.remoteAddress = normalizeIp(socket.remoteAddress ?? '')
-    this.remotePort = socket.remotePort ?? 0
+    this.localAddress = normalizeIp(endpoints?.localAddress ?? socket.localAddress ?? '')
+    this.localPort = endpoints?.localPort ?? socket.localPort ?? 0
+    this.remoteAddress = normalizeIp(endpoints?.remoteAddress ?? socket.remoteAddress ?? '')
+    this.remotePort = endpoints?.remotePort ?? socket.remotePort ?? 0
   }
 
   get isClosed(): boolean {

@@ -3,5 +3,7 @@ export type { IceTcpTransportOptions, IceTcpTimeouts, IceTcpLimits, MappedCandid
 export { IceTcpLink } from './link.js'
 export { parseIceMessage, encodeIceMessage, localCandidates, candidatePriority, candidateFoundation, parseCandidateLine, formatCandidate } from './candidates.js'
 export type { IceCandidate, IceDescription, CandidateType, TcpType } from './candidates.js'
-export type { ListeningAddress } from './listener.js'
+export type { ListeningAddress, InboundOrigin } from './listener.js'
+export type { IceTcpRelayOptions } from './relay.js'
+export type { TcpPortMapper } from './port-mapping.js'
 export type { TlsMode } from './tls-link.js'

@@ -18,8 +18,20 @@ import { BINDING_REQUEST } from '../stun/constants.js'
 import { targetUfragOf } from './check-messages.js'
 import { normalizeIp, type IpFamily } from '../stun/ip.js'
 
+/** Where an inbound connection comes from and arrives at. For an accepted socket these are its own addresses; a
+ *  connection relayed by our TURN allocation (adopt()) arrives at our relayed address from the peer's address, while
+ *  the socket itself is connected to the TURN server. */
+export interface InboundOrigin {
+  readonly remoteAddress: string
+  readonly remotePort: number
+  readonly localAddress: string
+  readonly localPort: number
+  /** true when the connection came through our TURN relay. */
+  readonly relayed: boolean
+}
+
 /** A session's answer to a new connection: true = it took the socket (and the decoder with what follows). */
-export type InboundHandler = (socket: Socket, request: StunMessage, decoder: FrameDecoder) => boolean
+export type InboundHandler = (socket: Socket, request: StunMessage, decoder: FrameDecoder, origin: InboundOrigin) => boolean
 
 export interface PassiveListenerOptions {
   /** Listen on this address only; default: every IPv4 and IPv6 address (two wildcard sockets). */
@@ -58,7 +70,7 @@ export class PassiveListener {
     readonly addresses: readonly ListeningAddress[],
     private readonly options: PassiveListenerOptions,
   ) {
-    for (const s of servers) s.on('connection', (socket) => this.onConnection(socket))
+    for (const s of servers) s.on('connection', (socket) => this.admit(socket, originOf(socket)))
   }
 
   static async open(options: PassiveListenerOptions): Promise<PassiveListener> {
@@ -119,9 +131,19 @@ export class PassiveListener {
     await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
   }
 
-  private onConnection(socket: Socket): void {
+  /**
+   * A connection that did not come through our listening sockets but carries a peer's RFC 4571 frames the same way:
+   * an inbound connection relayed by our TURN allocation (its socket is connected to the TURN server; `origin` names
+   * the peer and our relayed address). Same pre-authentication path and bounds as an accepted one (counted per peer
+   * address).
+   */
+  adopt(socket: Socket, origin: Omit<InboundOrigin, 'relayed'>): void {
+    this.admit(socket, { ...origin, remoteAddress: normalizeIp(origin.remoteAddress), localAddress: normalizeIp(origin.localAddress), relayed: true })
+  }
+
+  private admit(socket: Socket, origin: InboundOrigin): void {
     socket.on('error', () => {})
-    const source = normalizeIp(socket.remoteAddress ?? '')
+    const source = origin.remoteAddress
     const maxAll = this.options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED
     const maxPer = this.options.maxUnauthenticatedPerAddress ?? DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS
     const fromSource = this.perAddress.get(source) ?? 0
@@ -177,13 +199,23 @@ export class PassiveListener {
       if (!handler) return refuse('USERNAME names no session')
       socket.pause()
       settle()
-      if (!handler(socket, request, decoder)) {
+      if (!handler(socket, request, decoder, origin)) {
         this.refused++
         socket.destroy()
       }
     }
     socket.on('data', onData)
     socket.on('close', onClose)
+  }
+}
+
+function originOf(socket: Socket): InboundOrigin {
+  return {
+    remoteAddress: normalizeIp(socket.remoteAddress ?? ''),
+    remotePort: socket.remotePort ?? 0,
+    localAddress: normalizeIp(socket.localAddress ?? ''),
+    localPort: socket.localPort ?? 0,
+    relayed: false,
   }
 }
 
