@@ -1,6 +1,6 @@
 /**
  * YAML configuration files of the tools. DHTNet's keys common to every tool (`bootstrap`, `turn_*`, `certificate`,
- * `privateKey`, `verbose`, `enable_upnp`, `anonymous`) plus `timeout`; each tool adds its own keys with the same
+ * `privateKey`, `verbose`, `enable_upnp`, `anonymous`) plus `timeout` and `turn_transport`; each tool adds its own keys with the same
  * checkers. Every key is checked for its type and a wrong one is a usage error that names the file and the key.
  * Unknown keys are reported (a typo must not silently do nothing) but do not stop the tool.
  */
@@ -81,6 +81,7 @@ export const COMMON_KEYS: ConfigSchema = {
   turn_user: stringKey,
   turn_pass: stringKey,
   turn_realm: stringKey,
+  turn_transport: stringKey,
   certificate: pathKey,
   privateKey: pathKey,
   verbose: boolKey,
@@ -99,6 +100,8 @@ export interface CommonConfig {
   readonly turn_user?: string
   readonly turn_pass?: string
   readonly turn_realm?: string
+  /** udp | tcp | tls */
+  readonly turn_transport?: string
   readonly certificate?: string
   readonly privateKey?: string
   readonly verbose?: boolean

@@ -7,7 +7,7 @@
 import { isIP } from 'node:net'
 import { basename } from 'node:path'
 import { Option, type Command } from 'commander'
-import { PUBLIC_BOOTSTRAP_NODES, TRANSPORT_POLICIES, isDhtnetError, parsePeerId, type ParsedPeerId, type TransportPolicy } from '@dhtnet/core'
+import { PUBLIC_BOOTSTRAP_NODES, TRANSPORT_POLICIES, TURN_TRANSPORTS, isDhtnetError, parsePeerId, type ParsedPeerId, type TransportPolicy, type TurnTransportChoice } from '@dhtnet/core'
 import type { CommonConfig } from './config.js'
 import { UsageError } from './errors.js'
 import type { Verbosity } from './log.js'
@@ -19,6 +19,7 @@ export interface CommonArgs {
   readonly turnUser?: string
   readonly turnPass?: string
   readonly turnRealm?: string
+  readonly turnTransport?: string
   readonly certificate?: string
   readonly privateKey?: string
   readonly configuration?: string
@@ -38,6 +39,8 @@ export interface TurnOptions {
   readonly user?: string
   readonly pass?: string
   readonly realm?: string
+  /** udp: WebRTC's UDP relay only; tcp / tls: ICE-TCP's TCP relay only, over TCP or TLS; not set: both. */
+  readonly transport?: TurnTransportChoice
 }
 
 /** The node options every tool resolves the same way. */
@@ -85,6 +88,7 @@ export function networkOptions(): Option[] {
     new Option('-u, --turn_user <user>', 'TURN user name'),
     new Option('-w, --turn_pass <secret>', 'TURN password'),
     new Option('-r, --turn_realm <realm>', 'TURN realm'),
+    new Option('--turn_transport <udp|tcp|tls>', 'how to use the TURN server: udp (WebRTC relay), tcp or tls (ICE-TCP relay over TCP or TLS); default: both UDP and TCP'),
     new Option('-c, --certificate <file>', 'identity certificate (PEM chain)'),
     new Option('-p, --privateKey <file>', 'identity private key (PEM)'),
     new Option('-d, --configuration <file>', 'YAML configuration file'),
@@ -123,6 +127,7 @@ export function readCommonArgs(program: Command): CommonArgs {
     ...pickDefined('turnUser', str('turn_user')),
     ...pickDefined('turnPass', str('turn_pass')),
     ...pickDefined('turnRealm', str('turn_realm')),
+    ...pickDefined('turnTransport', str('turn_transport')),
     ...pickDefined('certificate', str('certificate')),
     ...pickDefined('privateKey', str('privateKey')),
     ...pickDefined('configuration', str('configuration')),
@@ -155,10 +160,11 @@ export function resolveCommonOptions(args: CommonArgs, config: CommonConfig | un
         ...pickTruthy('user', args.turnUser ?? c.turn_user),
         ...pickTruthy('pass', args.turnPass ?? c.turn_pass),
         ...pickTruthy('realm', args.turnRealm ?? c.turn_realm),
+        ...pickDefined('transport', checkTurnTransport(args.turnTransport ?? c.turn_transport)),
       }
     : undefined
-  if (!turnHost && (args.turnUser || args.turnPass || args.turnRealm)) {
-    throw new UsageError('-u/-w/-r give TURN credentials but no TURN server was named', 'add -t <turn-host>')
+  if (!turnHost && (args.turnUser || args.turnPass || args.turnRealm || args.turnTransport)) {
+    throw new UsageError('-u/-w/-r/--turn_transport give TURN settings but no TURN server was named', 'add -t <turn-host>')
   }
 
   const certificate = args.certificate ?? c.certificate
@@ -188,6 +194,13 @@ export function checkTransport(value: string | undefined): TransportPolicy {
   if (value === undefined) return 'auto'
   if ((TRANSPORT_POLICIES as readonly string[]).includes(value)) return value as TransportPolicy
   throw new UsageError(`--transport must be one of ${TRANSPORT_POLICIES.join(', ')}, got "${value}"`, 'auto is the default: both transports race')
+}
+
+/** --turn_transport / `turn_transport`: udp, tcp or tls (undefined: both UDP and TCP relays). */
+export function checkTurnTransport(value: string | undefined): TurnTransportChoice | undefined {
+  if (value === undefined) return undefined
+  if ((TURN_TRANSPORTS as readonly string[]).includes(value)) return value as TurnTransportChoice
+  throw new UsageError(`--turn_transport must be one of ${TURN_TRANSPORTS.join(', ')}, got "${value.slice(0, 16)}"`, 'without it one TURN server serves both the UDP relay (WebRTC) and the TCP relay (ICE-TCP)')
 }
 
 /** --timeout in seconds (flag wins over the YAML `timeout`), 0 < t <= 86400. */

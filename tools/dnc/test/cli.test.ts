@@ -88,6 +88,19 @@ test('precedence: flags win over YAML, YAML over defaults; YAML bools only turn 
   assert.deepEqual(srv.services, [{ ip: '127.0.0.1', port: 8080 }])
 })
 
+test('TURN: --turn_transport and the YAML turn_transport reach the options (the flag wins); absent: both relays', async () => {
+  const home = tempDir('cli-home')
+  const yaml = join(home, 'turn.yaml')
+  writeFileSync(yaml, 'turn_host: turn.example\nturn_user: u\nturn_pass: p\nturn_realm: r\nturn_transport: tls\n')
+  const fromYaml = await resolveOptions(parsed(['-d', yaml, ID40]), { home })
+  assert.deepEqual(fromYaml.turn, { host: 'turn.example', user: 'u', pass: 'p', realm: 'r', transport: 'tls' })
+  const fromFlag = await resolveOptions(parsed(['-d', yaml, '--turn_transport', 'udp', ID40]), { home })
+  assert.equal(fromFlag.turn?.transport, 'udp')
+  const both = await resolveOptions(parsed(['-t', 'turn.example', '-u', 'u', '-w', 'p', ID40]), { home })
+  assert.deepEqual(both.turn, { host: 'turn.example', user: 'u', pass: 'p' })
+  await assert.rejects(resolveOptions(parsed(['--turn_transport', 'tcp', ID40]), { home }), /no TURN server was named/)
+})
+
 test('the default configuration ~/.dnc/config.yml is read without -d', async () => {
   const home = tempDir('cli-home')
   mkdirSync(join(home, '.dnc'))
@@ -182,13 +195,17 @@ test('the binary: without -c/-p a default identity is created under $DHTNET_HOME
   assert.doesNotMatch(again.stderr, /Created/)
 })
 
-test('the binary: TURN flags reach the ICE configuration (a TURN over TLS server is refused with the reason)', () => {
+test('the binary: TURN flags reach the ICE configuration (a TURN server with an unknown transport is refused with the reason)', () => {
   const home = tempDir('cli-bin')
-  // nothing is sent anywhere: the ICE server is checked before any socket opens
-  const tls = dnc(['-t', 'turns:127.0.0.1:5349', '-u', 'user', '-w', 'secret', '-b', '127.0.0.1:1', ID40], home)
-  assert.equal(tls.status, 1, tls.stderr)
-  assert.match(tls.stderr, /only UDP is supported/)
-  assert.doesNotMatch(tls.stderr, /secret/) // the password is not echoed
+  // nothing is sent anywhere: the TURN server is checked before any socket opens (turns: is TURN over TLS for the
+  // ICE-TCP relay now; an unknown transport is refused)
+  const bad = dnc(['-t', 'turn:127.0.0.1:3478?transport=sctp', '-u', 'user', '-w', 'secret', '-b', '127.0.0.1:1', ID40], home)
+  assert.equal(bad.status, 1, bad.stderr)
+  assert.match(bad.stderr, /unknown transport "sctp"/)
+  assert.doesNotMatch(bad.stderr, /secret/) // the password is not echoed
+  const flag = dnc(['-t', '127.0.0.1', '-u', 'user', '-w', 'secret', '--turn_transport', 'quic', '-b', '127.0.0.1:1', ID40], home)
+  assert.equal(flag.status, 2, flag.stderr)
+  assert.match(flag.stderr, /--turn_transport must be one of udp, tcp, tls, got "quic"/)
   const noPass = dnc(['-t', '127.0.0.1:3478', '-b', '127.0.0.1:1', ID40], home)
   assert.equal(noPass.status, 1, noPass.stderr)
   assert.match(noPass.stderr, /TURN server 127\.0\.0\.1:3478 needs a user name and a password/)

@@ -37,7 +37,7 @@ Exit status: the remote program's (128+N when a signal killed it); 255 when dsh 
 
 /** Options that take a value (the pre-scan must skip their values). */
 const VALUE_SHORT = new Set(['b', 'u', 'w', 'r', 'c', 'p', 'd', 's', 'e'])
-const VALUE_LONG = new Set(['--bootstrap', '--turn_host', '--turn_user', '--turn_pass', '--turn_realm', '--certificate', '--privateKey', '--configuration', '--binary', '--env', '--timeout', '--bind'])
+const VALUE_LONG = new Set(['--bootstrap', '--turn_host', '--turn_user', '--turn_pass', '--turn_realm', '--turn_transport', '--certificate', '--privateKey', '--configuration', '--binary', '--env', '--timeout', '--bind'])
 
 function looksLikePeer(word: string | undefined): boolean {
   return word !== undefined && /^(?:[^/]*\/)?(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$/.test(word)

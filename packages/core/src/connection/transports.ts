@@ -64,7 +64,8 @@ export function closeAttempts(attempts: readonly Attempt[], keep?: Attempt, err?
 
 /**
  * The error to report when every attempt failed: the deadline's own error when it expired, else the most telling
- * failure (a peer proving another identity beats a TLS failure beats "no path"), naming every transport's outcome.
+ * failure (a peer proving another identity beats a TLS failure beats a TURN relay error beats blocked UDP beats
+ * "no path"), naming every transport's outcome.
  */
 export function combinedFailure(failures: ReadonlyArray<{ transport: TransportName; error: unknown }>, deadline: Deadline): Error {
   if (deadline.signal.aborted) return deadline.error()
@@ -74,11 +75,18 @@ export function combinedFailure(failures: ReadonlyArray<{ transport: TransportNa
     switch (e.code) {
       case 'UNTRUSTED':
       case 'IDENTITY_MISMATCH':
-        return 4
+        return 6
       case 'TLS_FAILED':
+        return 5
+      // the TCP relay that should have carried the connection is misconfigured or down: what the user must fix
+      case 'TURN_AUTH_FAILED':
+      case 'TURN_REFUSED':
+      case 'TURN_UNREACHABLE':
+        return 4
+      // UDP blocked (found by the UDP check) says more than "no path"
+      case 'UDP_BLOCKED':
         return 3
       case 'ICE_FAILED':
-      case 'UDP_BLOCKED':
         return 2
       default:
         return 1

@@ -6,9 +6,17 @@
  * With a port mapper (UPnP IGD / NAT-PMP), each peer connection is pinned to one free local UDP port, that port is
  * mapped on the gateway and the mapped address is added to our description as a srflx candidate (DHTNet §8.4), so a
  * peer can reach us behind a NAT that does not allow hole punching. A failed mapping never fails a connection.
+ *
+ * With a STUN or TURN server configured, each session also asks whether UDP gets out at all (udp-check.ts: the
+ * server answers over TCP but not over UDP). When it does not, gathering stops waiting for answers that cannot come,
+ * and unless the peer is on our own subnet (UDP on the LAN still works) the session fails with UDP_BLOCKED after
+ * `udpBlockedGraceMs` without a connection, instead of waiting for libjuice's ICE timeout: the other transports
+ * (ICE-TCP, its TURN/TCP relay) carry the connection, or the user learns what to configure.
  */
 import { EventEmitter } from 'node:events'
 import type { X509Certificate } from 'node:crypto'
+import { networkInterfaces } from 'node:os'
+import { isIPv4 } from 'node:net'
 import { DhtnetError, isDhtnetError } from '../../errors.js'
 import type { Identity } from '../../identity/types.js'
 import { publicKeyIds } from '../../identity/ids.js'
@@ -20,6 +28,7 @@ import { bindingMessage, checkBindingMessage } from './binding.js'
 import type { IceServerSpec } from './ice-servers.js'
 import { parseIceServers } from './ice-servers.js'
 import { preloadNative } from './native.js'
+import { UdpReachability, type UdpCheckResult } from './udp-check.js'
 import { WebRtcPeer } from './webrtc.js'
 import type { DataChannelTransport } from './datachannel-transport.js'
 
@@ -36,8 +45,13 @@ export interface WebRtcTransportOptions {
   portMapper?: PortMapper
   /** After the answer is published, the responder waits this long before its own checks (see WebRtcPeer). */
   answererChecksDelayMs?: number
+  /** UDP found blocked (udp-check.ts): fail a session with UDP_BLOCKED after this long without a connection
+   *  (default 4000 ms; the ICE-TCP transport, racing, gives up on a pathless peer after ~5 s). */
+  udpBlockedGraceMs?: number
   logger: Logger
 }
+
+const UDP_BLOCKED_GRACE_MS = 4000
 
 /** After publishing our answer, wait this long before our own connectivity checks (see WebRtcPeer.startChecks). */
 const ANSWERER_CHECKS_DELAY_MS = 150
@@ -48,11 +62,15 @@ export class WebRtcTransport implements Transport {
   private readonly log: Logger
   private readonly sessions = new Set<WebRtcSession>()
   private readonly closing = new AbortController()
+  private readonly udpCheck: UdpReachability | undefined
 
   constructor(options: WebRtcTransportOptions) {
-    parseIceServers(options.iceServers) // fail early on a bad ICE server
+    const servers = parseIceServers(options.iceServers) // fail early on a bad ICE server
     this.options = options
     this.log = options.logger
+    const loopback = options.bindAddress !== undefined && /^(127\.|::1$|localhost$)/.test(options.bindAddress)
+    const first = servers[0]
+    this.udpCheck = first && !loopback ? new UdpReachability({ hostname: first.hostname, port: first.port ?? 3478 }, { bindAddress: options.bindAddress, log: this.log }) : undefined
   }
 
   /** Load the native library in the background (it is needed as soon as a connection starts). */
@@ -65,14 +83,17 @@ export class WebRtcTransport implements Transport {
     const role = context.role === 'requester' ? 'offerer' : 'answerer'
     const peerTag = context.connectionId.toString(16).slice(-8)
     const { rtc, mapping } = await this.newPeer(role, `${role === 'offerer' ? 'to' : 'from'}-${peerTag}`)
-    const session = new WebRtcSession(rtc, this.options.identity, context, this.options.answererChecksDelayMs ?? ANSWERER_CHECKS_DELAY_MS)
+    const udp = this.udpCheck?.check()
+    const session = new WebRtcSession(rtc, this.options.identity, context, this.options.answererChecksDelayMs ?? ANSWERER_CHECKS_DELAY_MS, udp, this.options.udpBlockedGraceMs ?? UDP_BLOCKED_GRACE_MS)
     this.sessions.add(session)
     rtc.once('close', () => this.sessions.delete(session))
     try {
+      // no use waiting for STUN/TURN answers over a network that drops UDP
+      const gatherUntil = udp?.then((r) => (r.verdict === 'blocked' ? undefined : new Promise<never>(() => {})))
       const description =
         role === 'offerer'
-          ? rtc.createOffer({ signal: context.signal })
-          : rtc.createAnswer(context.remoteDescription ?? '', { signal: context.signal })
+          ? rtc.createOffer({ signal: context.signal, ...(gatherUntil ? { gatherUntil } : {}) })
+          : rtc.createAnswer(context.remoteDescription ?? '', { signal: context.signal, ...(gatherUntil ? { gatherUntil } : {}) })
       session.localDescription = await withMappedCandidate(description, mapping)
       return session
     } catch (err) {
@@ -143,10 +164,14 @@ class WebRtcSession implements TransportSession {
     private readonly identity: Identity,
     private readonly context: TransportSessionContext,
     private readonly answererChecksDelayMs: number,
+    private readonly udp: Promise<UdpCheckResult> | undefined,
+    private readonly udpBlockedGraceMs: number,
   ) {}
 
   async connect(options: TransportConnectOptions): Promise<Link> {
     const rtc = this.rtc
+    const remote = (rtc.role === 'offerer' ? options.remoteDescription : this.context.remoteDescription) ?? ''
+    const blocked = this.udpBlockedFailure(remote)
     try {
       if (rtc.role === 'offerer') {
         rtc.acceptAnswer(options.remoteDescription ?? '')
@@ -156,12 +181,14 @@ class WebRtcSession implements TransportSession {
         // this; behind NATs it delays the hole punching by this much.
         setTimeout(() => rtc.startChecks(), this.answererChecksDelayMs).unref()
       }
-      await rtc.waitConnected({ signal: options.signal })
+      await Promise.race([rtc.waitConnected({ signal: options.signal }), blocked.failure])
+      blocked.cancel()
       const peerChain = options.peerChain ?? this.context.peerChain
       if (peerChain.length === 0) throw new DhtnetError('INTERNAL_ERROR', 'a WebRTC session was connected without the peer certificate')
       await this.bind(peerChain[0]!, options.signal)
       return new WebRtcLink(rtc)
     } catch (err) {
+      blocked.cancel()
       if (isDhtnetError(err, 'IDENTITY_MISMATCH') && !rtc.closed) {
         // Keep the connection (unused) a moment before closing it: the peer's own binding check then sees our
         // binding and reports the mismatch too. Closed at once, the peer may learn of the close before it reads our
@@ -172,6 +199,34 @@ class WebRtcSession implements TransportSession {
         rtc.close(isDhtnetError(err) ? err : undefined)
       }
       throw err
+    }
+  }
+
+  /**
+   * Rejects with UDP_BLOCKED `udpBlockedGraceMs` after the UDP check found UDP blocked, unless the peer announced a
+   * host candidate on one of our subnets (UDP inside the LAN is not what a firewall blocks) or cancel() came first.
+   */
+  private udpBlockedFailure(remoteSdp: string): { failure: Promise<never>; cancel: () => void } {
+    let timer: NodeJS.Timeout | undefined
+    let cancelled = false
+    const failure = new Promise<never>((_resolve, reject) => {
+      void this.udp?.then((r) => {
+        if (cancelled || r.verdict !== 'blocked' || peerOnOurSubnet(remoteSdp)) return
+        timer = setTimeout(() => {
+          reject(
+            new DhtnetError('UDP_BLOCKED', `UDP seems blocked on this network (${r.detail}): WebRTC found no path to the peer within ${this.udpBlockedGraceMs / 1000} s`),
+          )
+        }, this.udpBlockedGraceMs)
+        timer.unref()
+      })
+    })
+    failure.catch(() => {})
+    return {
+      failure,
+      cancel: () => {
+        cancelled = true
+        if (timer) clearTimeout(timer)
+      },
     }
   }
 
@@ -214,6 +269,41 @@ class WebRtcSession implements TransportSession {
     this.rtc.close(err)
     return closed
   }
+}
+
+/** true when the SDP has a host candidate inside one of our interfaces' subnets (IPv4 by netmask, IPv6 by /64). */
+export function peerOnOurSubnet(sdp: string): boolean {
+  const hosts: string[] = []
+  for (const line of sdp.split(/\r?\n/)) {
+    const f = line.startsWith('a=candidate:') ? line.split(' ') : undefined
+    if (f && f[7] === 'host' && f[4]) hosts.push(f[4])
+  }
+  if (hosts.length === 0) return false
+  const ours = Object.values(networkInterfaces()).flatMap((list) => list ?? [])
+  return hosts.some((ip) =>
+    ours.some((o) => {
+      if (o.internal) return false
+      if (isIPv4(ip)) return o.family === 'IPv4' && sameIpv4Net(ip, o.address, o.netmask)
+      return o.family === 'IPv6' && ip.includes(':') && v6Prefix64(ip) === v6Prefix64(o.address)
+    }),
+  )
+}
+
+function ipv4ToInt(ip: string): number {
+  return ip.split('.').reduce((n, part) => ((n << 8) | Number(part)) >>> 0, 0)
+}
+
+function sameIpv4Net(a: string, b: string, mask: string): boolean {
+  const m = ipv4ToInt(mask)
+  return ((ipv4ToInt(a) & m) >>> 0) === ((ipv4ToInt(b) & m) >>> 0)
+}
+
+function v6Prefix64(ip: string): string {
+  const [head = '', tail = ''] = ip.split('%')[0]!.split('::')
+  const h = head ? head.split(':') : []
+  const t = tail ? tail.split(':') : []
+  const groups = ip.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h
+  return groups.slice(0, 4).map((g) => parseInt(g || '0', 16).toString(16)).join(':')
 }
 
 /** A connected WebRTC peer as a Link: the reliable and the datagram data channels. */

@@ -143,18 +143,19 @@ export class WebRtcPeer extends EventEmitter {
     return this._state === 'closed'
   }
 
-  /** Offerer: create the channels, gather, and return the complete offer SDP. */
-  async createOffer(options: { signal?: AbortSignal } = {}): Promise<string> {
+  /** Offerer: create the channels, gather, and return the complete offer SDP. `gatherUntil`: stop waiting for the
+   *  STUN/TURN answers once it resolves (they will not come: UDP is blocked). */
+  async createOffer(options: { signal?: AbortSignal; gatherUntil?: Promise<unknown> } = {}): Promise<string> {
     if (this.role !== 'offerer') throw new DhtnetError('WEBRTC_ERROR', 'createOffer() is for the offerer')
     this.assertState('new')
     this._state = 'signalling'
     this.createChannels()
     this.pc.setLocalDescription('offer')
-    return this.gatheredDescription(options.signal)
+    return this.gatheredDescription(options.signal, options.gatherUntil)
   }
 
   /** Answerer: apply the peer's offer, create the channels, gather, and return the complete answer SDP. */
-  async createAnswer(offerSdp: string, options: { signal?: AbortSignal } = {}): Promise<string> {
+  async createAnswer(offerSdp: string, options: { signal?: AbortSignal; gatherUntil?: Promise<unknown> } = {}): Promise<string> {
     if (this.role !== 'answerer') throw new DhtnetError('WEBRTC_ERROR', 'createAnswer() is for the answerer')
     this.assertState('new')
     this.expectedFingerprint = checkRemoteSdp(offerSdp, 'the offer')
@@ -174,7 +175,7 @@ export class WebRtcPeer extends EventEmitter {
     }
     this.createChannels()
     this.pc.setLocalDescription('answer')
-    const sdp = await this.gatheredDescription(options.signal)
+    const sdp = await this.gatheredDescription(options.signal, options.gatherUntil)
     this._state = 'connecting'
     this.checksTimer = setTimeout(() => this.startChecks(), this.options.holdChecksMs ?? 1000)
     return sdp
@@ -403,7 +404,7 @@ export class WebRtcPeer extends EventEmitter {
     this.datagram.on('close', onChannelClose)
   }
 
-  private async gatheredDescription(signal: AbortSignal | undefined): Promise<string> {
+  private async gatheredDescription(signal: AbortSignal | undefined, until?: Promise<unknown>): Promise<string> {
     throwIfAborted(signal)
     const limit = this.options.gatherTimeoutMs ?? 3000
     if (this.pc.gatheringState() !== 'complete') {
@@ -420,6 +421,7 @@ export class WebRtcPeer extends EventEmitter {
           else resolve()
         }
         const onGathered = () => finish()
+        void until?.then(() => finish(), () => {})
         this.on('gathered', onGathered)
         this.on('close', onClose)
         signal?.addEventListener('abort', onAbort, { once: true })
