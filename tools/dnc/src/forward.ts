@@ -9,6 +9,7 @@
  */
 import type { Duplex, Readable, Writable } from 'node:stream'
 import type { Socket } from 'node:net'
+import type { StreamChannel } from '@dhtnet/core'
 
 export interface ForwardResult {
   /** Bytes that went from the channel to the other side, and back. */
@@ -31,6 +32,8 @@ export function forwardChannelToTcp(channel: Duplex, tcp: Socket, label: string)
     channel,
     input: tcp,
     output: tcp,
+    // a DHTNet channel (C++ peer) has no half-close: its end closes both directions, so ours ends with it
+    endInputWithChannel: (channel as Partial<StreamChannel>).capabilities?.halfClose === false,
     describeLocalError: (err) => describeTcpError(err, label),
     abortLocal: (err) => {
       if (err) tcp.resetAndDestroy()

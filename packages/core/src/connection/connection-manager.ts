@@ -25,6 +25,7 @@ import type { DatagramChannel } from '../mux/native/datagram-channel.js'
 import type { Transport } from '../transport/transport.js'
 import { WebRtcTransport } from '../transport/webrtc/webrtc-transport.js'
 import { IceTcpTransport } from '../transport/ice-tcp/transport.js'
+import type { IceTcpRelayOptions } from '../transport/ice-tcp/relay.js'
 import type { IceServerSpec } from '../transport/webrtc/ice-servers.js'
 import { type Logger, type LoggerLike, toLogger } from '../util/log.js'
 import { Deadline } from '../util/deadline.js'
@@ -55,10 +56,18 @@ export interface ConnectionManagerOptions {
   anonymous?: boolean
   /** Which transports connections may use: 'auto' (every one, racing; default), 'tcp' (ICE-TCP + TLS), 'webrtc'. */
   transport?: TransportPolicy
-  /** The transports, when the caller builds them itself (default: WebRTC from the options below). */
+  /**
+   * Speak exactly as a C++ DHTNet device does: requests and answers without our extensions, so that every peer —
+   * ours included — answers with DHTNet's own protocols (ICE-TCP, TLS with RFC 4571 framing, MultiplexedSocket;
+   * no half-close, no datagram channels). For interoperability tests and for debugging. Default false.
+   */
+  emulateDhtnet?: boolean
+  /** The transports, when the caller builds them itself (default: ICE-TCP and WebRTC from the options below). */
   transports?: readonly Transport[]
   /** STUN/TURN servers: 'stun:HOST:PORT', 'turn:USER:PASSWORD@HOST:PORT' (TURN over UDP). */
   iceServers?: readonly IceServerSpec[]
+  /** A TURN server reached over TCP or TLS for ICE-TCP's relay candidate (RFC 6062; transport/ice-tcp/relay.ts). */
+  tcpRelay?: IceTcpRelayOptions
   /** Bind ICE to this local address (tests: '127.0.0.1'). Default: every interface. */
   bindAddress?: string
   /** UDP port range for ICE (WebRTC). */
@@ -68,9 +77,10 @@ export interface ConnectionManagerOptions {
   /** Our public IP as the DHT sees it (a server-reflexive ICE-TCP candidate when routable). */
   publicAddress?: () => string | undefined
   /**
-   * UPnP/NAT-PMP fallback: each peer connection's port is mapped on the gateway and offered as a srflx candidate. A
-   * failed mapping is logged and the connect goes on without it; mappings are removed when their connection closes.
-   * The caller owns (and closes) the mapper.
+   * UPnP/NAT-PMP fallback: each peer connection's port is mapped on the gateway and offered as a srflx candidate, and
+   * the ICE-TCP listening port once (TCP, removed when the manager closes). A failed mapping is logged and the
+   * connect goes on without it; mappings are removed when their connection closes. The caller owns (and closes) the
+   * mapper.
    */
   portMapper?: PortMapper
   /** Default bound of connectDevice and of an incoming handshake (default 30 s). */
@@ -181,6 +191,8 @@ export class ConnectionManager extends EventEmitter {
         includeLoopback: loopback,
         ...(options.tcpPortRange ? { portRange: options.tcpPortRange } : {}),
         ...(options.publicAddress ? { publicAddress: options.publicAddress } : {}),
+        ...(options.tcpRelay ? { relay: options.tcpRelay } : {}),
+        ...(options.portMapper ? { portMapper: options.portMapper } : {}),
         logger: this.log,
       }),
       new WebRtcTransport({
@@ -235,7 +247,11 @@ export class ConnectionManager extends EventEmitter {
     this.clientOnly = options.clientOnly ?? false
     if (!this.clientOnly) this.startListening()
     // Incoming requests need the transports' libraries: load them while the publication waits for the network.
-    for (const t of this.transports) if (t instanceof WebRtcTransport) t.preload()
+    for (const t of this.transports) {
+      if (t instanceof WebRtcTransport) t.preload()
+      // listener, TURN/TCP allocation and port mapping made in the background, ready for the first connection
+      else if (t instanceof IceTcpTransport) t.prepare()
+    }
     if (this.published) return
     this.published = true
     if (this.clientOnly) {
@@ -679,7 +695,8 @@ export class ConnectionManager extends EventEmitter {
       log: this.log,
       certificates: new PeerCertificates(this.dht, this.log),
       transports: this.transports,
-      policy,
+      policy: this.options.emulateDhtnet ? 'tcp' : policy,
+      emulateDhtnet: this.options.emulateDhtnet ?? false,
       chainPem: this.identity.chain.map((c) => c.toString()).join(''),
       connectTimeoutMs: this.connectTimeoutMs,
       closing: this.closing.signal,

@@ -33,6 +33,8 @@ export interface ManagerContext {
   /** Every configured transport (the policy picks among them per connection). */
   readonly transports: readonly Transport[]
   readonly policy: TransportPolicy
+  /** Speak as a C++ DHTNet device: no signalling extensions, ICE-TCP + TLS and DHTNet's multiplexer only. */
+  readonly emulateDhtnet: boolean
   /** Our chain in PEM, sent with our requests. */
   readonly chainPem: string
   readonly connectTimeoutMs: number

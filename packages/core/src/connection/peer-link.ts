@@ -45,6 +45,9 @@ export interface ConnectionInfo {
 
 export type Channel = StreamChannel | DatagramChannel
 
+/** How long a cleanly closed connection may take to flush and end before its link is torn down. */
+const LINK_CLOSE_GRACE_MS = 3000
+
 export class PeerLink extends EventEmitter {
   readonly createdAt = Date.now()
   /** Open channels by name, both directions (the last one opened under a name wins). */
@@ -79,7 +82,14 @@ export class PeerLink extends EventEmitter {
     if (this._closed) return
     this._closed = true
     this.mux.close(err)
-    this.link.close(err)
+    if (err || this.link.closed) this.link.close(err)
+    else {
+      // a clean close: the multiplexer ends its stream gracefully (what it queued still leaves, then TLS
+      // close_notify); the link closes once the peer answers, or after a grace period
+      const timer = setTimeout(() => this.link.close(), LINK_CLOSE_GRACE_MS)
+      timer.unref()
+      this.link.once('close', () => clearTimeout(timer))
+    }
     this.emit('close', err)
   }
 

@@ -113,7 +113,9 @@ export class Requester {
           hint: isDhtnetError(why) && why.hint ? why.hint : 'check the network configuration and the transport policy',
         })
       }
-      const request: PeerConnectionRequest = { id, iceMsg: '', isAnswer: false, connType, certificate: ctx.chainPem, native: NATIVE_SIGNALLING_VERSION }
+      const request: PeerConnectionRequest = ctx.emulateDhtnet
+        ? { id, iceMsg: '', isAnswer: false, connType }
+        : { id, iceMsg: '', isAnswer: false, connType, certificate: ctx.chainPem, native: NATIVE_SIGNALLING_VERSION }
       for (const a of attempts) setDescription(request, a.transport, a.session.localDescription)
       const answer = await this.exchange(peerId, peerCert, request, deadline)
       return await this.connectAnswered(peerId, chain, connType, id, answer, attempts, deadline)
@@ -184,7 +186,7 @@ export class Requester {
   ): Promise<PeerLink> {
     const ctx = this.ctx
     const peerCert = chain[0]!
-    const peerIsNative = answer.native !== undefined
+    const peerIsNative = !ctx.emulateDhtnet && answer.native !== undefined
     // a C++ DHTNet peer speaks only ICE-TCP (it ignores our other descriptions)
     const usable = attempts.filter((a) => (peerIsNative || a.transport === 'ice-tcp') && descriptionIn(answer, a.transport) !== undefined)
     closeAttempts(attempts.filter((a) => !usable.includes(a)))

@@ -86,7 +86,7 @@ export class Responder {
     const ownerIds = publicKeyIds(owner)
     const replyKey = SecureDht.peerKey(legacy ? ownerIds.id : ownerIds.longId)
     const ownerKey = createPublicKey({ key: owner, format: 'der', type: 'spki' })
-    const peerIsNative = req.native !== undefined
+    const peerIsNative = !ctx.emulateDhtnet && req.native !== undefined
     if (this.inFlight >= options.maxPendingIncoming) {
       this.stats.busy++
       ctx.log('debug', `dropped a request from ${ownerIds.id}: ${this.inFlight} requests in progress`)
@@ -195,7 +195,7 @@ export class Responder {
     if (attempts.length === 0) throw deadline.signal.aborted ? deadline.error() : new DhtnetError('ICE_FAILED', 'no transport could start for an incoming connection')
     try {
       deadline.step = 'publishing the answer on the DHT'
-      const answer: PeerConnectionRequest = { id: req.id, iceMsg: '', isAnswer: true, connType: '', native: NATIVE_SIGNALLING_VERSION }
+      const answer: PeerConnectionRequest = { id: req.id, iceMsg: '', isAnswer: true, connType: '', ...(ctx.emulateDhtnet ? {} : { native: NATIVE_SIGNALLING_VERSION }) }
       for (const a of attempts) setDescription(answer, a.transport, a.session.localDescription)
       // Not awaited: the requester gets the answer through its listen as soon as one storage node has it, while the
       // put itself may wait for slow or dead nodes. A lost answer shows up as a timeout on its side.

@@ -58,7 +58,12 @@ export interface StreamChannel extends Duplex {
   readonly bytesRead: number
   /** Payload bytes handed to the transport. */
   readonly bytesWritten: number
+  /** What the multiplexer carrying it can do (a DHTNet channel has no half-close: either end closes both ways). */
+  readonly capabilities: MuxCapabilities
 }
+
+/** Our own multiplexer's capabilities. */
+export const NATIVE_CAPABILITIES: MuxCapabilities = Object.freeze({ halfClose: true, resetReasons: true, perChannelFlowControl: true, datagrams: true })
 
 export interface Mux extends EventEmitter {
   readonly protocol: MuxProtocol

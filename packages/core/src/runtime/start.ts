@@ -17,14 +17,9 @@ import type { IceServerSpec } from '../transport/webrtc/ice-servers.js'
 import { preloadNative } from '../transport/webrtc/native.js'
 import { PortMapper, type PortMapperOptions } from '../nat/port-mapper.js'
 import type { Logger } from '../util/log.js'
+import { turnSettings, type TurnServerOptions } from './turn.js'
 
-export interface TurnServerOptions {
-  readonly host: string
-  readonly user?: string
-  readonly pass?: string
-  /** Kept for DHTNet compatibility; libjuice authenticates with the realm the server announces. */
-  readonly realm?: string
-}
+export type { TurnServerOptions } from './turn.js'
 
 export interface LoadedToolIdentity {
   readonly identity: Identity
@@ -80,6 +75,11 @@ export interface ToolRuntimeOptions {
   readonly upnp?: boolean | PortMapperOptions
   /** Which transports connections may use (default 'auto': ICE-TCP + TLS and WebRTC, racing). */
   readonly transport?: TransportPolicy
+  /**
+   * Speak only as a C++ DHTNet device (ConnectionManager's emulateDhtnet). Default: the environment variable
+   * DHTNET_EMULATE_DHTNET=1 (interoperability tests, debugging).
+   */
+  readonly emulateDhtnet?: boolean
   readonly log?: Logger
   /** Where to say that a default identity was created, and where (default: `log` at info level). */
   readonly identityLog?: (line: string) => void
@@ -158,7 +158,9 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
   for (const p of options.allowedPeers ?? []) trust.allow(p)
 
   const iceServers: IceServerSpec[] = [...(options.iceServers ?? [])]
-  if (options.turn) iceServers.push(turnIceServer(options.turn))
+  // one TURN server: a UDP relay for WebRTC and a TCP relay for ICE-TCP (turn.ts), unless turn.transport picks one
+  const turn = options.turn ? turnSettings(options.turn) : undefined
+  if (turn) iceServers.push(...turn.iceServers)
 
   const bind = options.bindAddress
   const bindFamily = bind === undefined ? 0 : bind.includes(':') ? 6 : 4
@@ -184,9 +186,11 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
     trust,
     anonymous: options.anonymous,
     iceServers,
+    ...(turn?.tcpRelay ? { tcpRelay: turn.tcpRelay } : {}),
     ...(bind ? { bindAddress: bind } : {}),
     ...(portMapper ? { portMapper } : {}),
     ...(options.transport ? { transport: options.transport } : {}),
+    emulateDhtnet: options.emulateDhtnet ?? process.env.DHTNET_EMULATE_DHTNET === '1',
     // the address the DHT sees us at: a server-reflexive ICE-TCP candidate when it is routable
     publicAddress: () => reportedIpv4(node),
     ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),

@@ -6,10 +6,6 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { generateIdentity } from '../../../../packages/core/src/identity/generate.js'
-import { chainToPem, privateKeyToPem } from '../../../../packages/core/src/identity/pem.js'
-import { publicKeyIds } from '../../../../packages/core/src/identity/ids.js'
-import type { Identity } from '../../../../packages/core/src/identity/types.js'
 import { NET } from '../../../../packages/core/test/helpers/natlab/topology.js'
 import { TURN_PASS, TURN_REALM, TURN_USER } from '../../../../packages/core/test/helpers/natlab/procs.js'
 import type { Processes, Proc, StartOptions } from '../../../../packages/cli-kit/test/helpers/processes.js'
@@ -25,27 +21,8 @@ export function assertBuilt(): void {
   }
 }
 
-export interface LabIdentity {
-  readonly cert: string
-  readonly key: string
-  readonly id: string
-  readonly longId: string
-}
-
-export async function writeIdentity(dir: string, name: string, issuer: Identity): Promise<LabIdentity> {
-  const identity = await generateIdentity({ name, issuer, keySize: 2048 })
-  mkdirSync(dir, { recursive: true })
-  const key = join(dir, `${name}.pem`)
-  const cert = join(dir, `${name}.crt`)
-  writeFileSync(key, privateKeyToPem(identity.privateKey), { mode: 0o600 })
-  writeFileSync(cert, chainToPem(identity.chain))
-  const ids = publicKeyIds(identity.chain[0]!)
-  return { cert, key, id: ids.id, longId: ids.longId }
-}
-
-export function newCa(name: string): Promise<Identity> {
-  return generateIdentity({ name, keySize: 2048 })
-}
+import type { LabIdentity } from '../../../../packages/cli-kit/test/helpers/identities.js'
+export { newCa, writeIdentity, type LabIdentity } from '../../../../packages/cli-kit/test/helpers/identities.js'
 
 /** The YAML lines every lab process shares: the bootstrap and the lab's TURN server (which also answers STUN). */
 export function labYaml(identity: LabIdentity): string {

@@ -1,6 +1,7 @@
 import { Duplex } from 'node:stream'
 import { DhtnetError } from '../../errors.js'
 import { Fifo } from '../../util/fifo.js'
+import { NATIVE_CAPABILITIES } from '../mux.js'
 import { FrameType, encodeFrame, encodeReason, encodeWindow } from './frames.js'
 
 /** What a channel needs from its multiplexer. Internal. */
@@ -47,6 +48,7 @@ interface PendingWrite {
  * keep writing. destroy(err) sends RESET(reason); the peer's socket errors with CHANNEL_RESET.
  */
 export class ChannelSocket extends Duplex {
+  readonly capabilities = NATIVE_CAPABILITIES
   readonly name: string
   readonly channelId: number
   /** true when this side opened the channel. */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { DhtnetError } from '../../errors.js'
 import type { MessageTransport } from '../../transport/transport.js'
-import type { ChannelInfo, ChannelRequestDecision, Mux, MuxCapabilities, OpenChannelOptions } from '../mux.js'
+import { NATIVE_CAPABILITIES, type ChannelInfo, type ChannelRequestDecision, type Mux, type MuxCapabilities, type OpenChannelOptions } from '../mux.js'
 import { toLogger, type Logger, type LoggerLike } from '../../util/log.js'
 import { ChannelSocket, type StreamChannelHost } from './channel-socket.js'
 import { DatagramChannel, type DatagramChannelHost } from './datagram-channel.js'
@@ -140,7 +140,7 @@ function protocolError(message: string): DhtnetError {
  */
 export class Multiplexer extends EventEmitter implements Mux {
   readonly protocol = 'native'
-  readonly capabilities: MuxCapabilities = { halfClose: true, resetReasons: true, perChannelFlowControl: true, datagrams: true }
+  readonly capabilities: MuxCapabilities = NATIVE_CAPABILITIES
   readonly initiator: boolean
   private readonly reliable: MessageTransport
   private readonly datagram: MessageTransport | undefined
