@@ -5,8 +5,9 @@
  * (test/helpers/natlab/device.ts, the shared tool runtime) behind different NATs that connect by public key and
  * echo 16 MiB, checked with SHA-256. See test/helpers/natlab/topology.ts for the picture.
  *
- * Asserts: bytes arrived exactly, the selected candidate pair type (direct = srflx/prflx, relayed = relay), and a
- * typed error within the bound when UDP is blocked. Connect time and throughput are printed, never asserted.
+ * Asserts: bytes arrived exactly, the selected candidate pair type (direct = srflx/prflx, relayed = relay), and
+ * UDP_BLOCKED within 10 s when UDP is blocked and only TURN over UDP is configured (natlab-tcp-relay.test.ts: TURN
+ * over TCP on such networks). Connect time and throughput are printed, never asserted.
  * Skipped only when not root or without `ip netns`.
  */
 import { after, before, describe, test } from 'node:test'
@@ -82,16 +83,20 @@ describe('NAT lab: ConnectionManager across real NATs (coturn, dhtnet-node, nfta
     )
   })
 
-  test('UDP blocked (except the DHT) ↔ eim with TURN: a typed ICE_FAILED/TIMEOUT within the bound, no hang', { skip }, async () => {
+  test('UDP blocked (except the DHT) ↔ eim with TURN over UDP only: UDP_BLOCKED naming blocked UDP within 10 s, no hang', { skip }, async () => {
+    // Before issue 9 this case waited for libjuice's ICE failure (ICE_FAILED/TIMEOUT at the 20 s bound). Now the UDP
+    // check (STUN answered over TCP, not over UDP) tells WebRTC to give up and says what to configure (TURN over TCP,
+    // which natlab-tcp-relay.test.ts covers); TURN over UDP cannot help on this network.
     assert.ok(lab, 'the lab did not start')
     const timeoutMs = 20_000
     const r = await lab.runCase({ name: 'blockudp-eim turn', natA: 'blockudp', natB: 'eim', servers: 'turn', bytes: MiB, timeoutMs })
     results.push(r)
     const why = `${r.code ?? ''} ${r.message ?? ''}\n${r.logs}`
     assert.equal(r.ok, false, `connected although UDP is blocked: ${why}`)
-    assert.ok(r.code === 'ICE_FAILED' || r.code === 'TIMEOUT', `expected ICE_FAILED or TIMEOUT, got ${why}`)
-    assert.ok(r.elapsedMs !== undefined && r.elapsedMs <= timeoutMs + 2000, `gave up after ${r.elapsedMs} ms (bound ${timeoutMs} ms)`)
-    assert.match(r.message ?? '', /ICE|no working path|DTLS/, `the error should name the ICE step: ${r.message}`)
+    assert.equal(r.code, 'UDP_BLOCKED', why)
+    assert.ok(r.elapsedMs !== undefined && r.elapsedMs <= 10_000, `gave up after ${r.elapsedMs} ms (goal: 10 s)`)
+    assert.match(r.message ?? '', /UDP seems blocked/, why)
+    assert.match(r.hint ?? '', /TURN server over TCP/, `hint: ${r.hint}`)
     assert.equal(r.exitCode, 1, `the device must exit 1 by itself after the failure (exit: ${r.exitCode})`)
   })
 })

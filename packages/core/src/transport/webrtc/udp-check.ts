@@ -1,6 +1,6 @@
 /**
  * Does this network let UDP out? Asked of the first configured STUN/TURN server, the honest way: one STUN Binding
- * request over UDP (retransmitted at 0, 250, 750 and 1500 ms) and, at the same time, one over TCP to the same server
+ * request over UDP (retransmitted at 0, 250, 750 and 1500 ms, within `udpTimeoutMs`) and, at the same time, one over TCP to the same server
  * and port (RFC 8489 allows both; coturn listens on both by default).
  *
  *  - an answer over UDP (success or error: either proves the path)  → 'open'
@@ -33,7 +33,7 @@ export interface UdpCheckResult {
 export interface UdpCheckOptions {
   /** Send the UDP request from this local address (the ICE bind address). */
   readonly bindAddress?: string | undefined
-  /** How long the UDP answer may take (default 2000 ms). */
+  /** How long the UDP answer may take (default 1200 ms: three requests, at 0, 250 and 750 ms). */
   readonly udpTimeoutMs?: number
   /** How long a result is reused (default 30 s). */
   readonly cacheMs?: number
@@ -63,7 +63,7 @@ export class UdpReachability {
   private async probe(): Promise<UdpCheckResult> {
     const { hostname, port } = this.server
     const name = `stun:${formatHostPort(hostname, port)}`
-    const timeoutMs = this.options.udpTimeoutMs ?? 2000
+    const timeoutMs = this.options.udpTimeoutMs ?? 1200
     let address: string
     let family: 4 | 6
     try {

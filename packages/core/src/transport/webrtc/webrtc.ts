@@ -11,6 +11,10 @@
  *    answer. Without this, measured here: ~1 connect in 3 stalled 1 s (the first ClientHello is dropped and DTLS
  *    retransmits after 1 s), and libdatachannel sometimes tore the connection down inside setRemoteDescription.
  *    With it: ~50 ms from answer to connected on loopback (libjuice's check pacing), no stall seen in 120 runs.
+ *  - the peer's relay candidates reach libjuice `relayCandidateDelayMs` (1 s) after the others, on both sides: a
+ *    relayed pair can only succeed once the peer's NAT lets the relay's address in, i.e. once the peer checked our
+ *    relay candidate; held back, it cannot beat a direct pair that works (measured in the NAT lab: eim↔eim with TURN
+ *    selected a relayed pair without this), and a relay still takes over within a second when nothing direct works.
  *
  * Identity: the DTLS certificate is node-datachannel's own; its SHA-256 fingerprint is inside the SDP, which the
  * connection layer carries in a value signed by the device key. Once connected we check that the certificate the
@@ -48,6 +52,8 @@ export interface WebRtcPeerOptions {
   name?: string
   /** Answerer: start own connectivity checks at the latest this long after the answer was created (default 1 s). */
   holdChecksMs?: number
+  /** The peer's relay candidates are given to ICE this long after its other candidates (default 1000 ms). */
+  relayCandidateDelayMs?: number
 }
 
 export interface CandidateInfo {
@@ -102,6 +108,7 @@ export class WebRtcPeer extends EventEmitter {
   private heldCandidates: string[] = []
   private heldMid = '0'
   private checksTimer: NodeJS.Timeout | undefined
+  private relayTimer: NodeJS.Timeout | undefined
 
   constructor(options: WebRtcPeerOptions) {
     super()
@@ -198,13 +205,30 @@ export class WebRtcPeer extends EventEmitter {
     const held = this.heldCandidates
     this.heldCandidates = []
     if (this._state === 'closed') return
-    for (const c of held) {
+    const relays = held.filter(isRelayCandidate)
+    this.addRemoteCandidates(held.filter((c) => !isRelayCandidate(c)), this.heldMid)
+    this.addRelayCandidatesLater(relays, this.heldMid)
+  }
+
+  private addRemoteCandidates(candidates: readonly string[], mid: string): void {
+    if (this._state === 'closed') return
+    for (const c of candidates) {
       try {
-        this.pc.addRemoteCandidate(c, this.heldMid)
+        this.pc.addRemoteCandidate(c, mid)
       } catch (err) {
         this.log('debug', `${this.name}: remote candidate "${c}" refused: ${(err as Error).message}`)
       }
     }
+  }
+
+  /** The peer's relay candidates, after the others had their head start (see the header comment). */
+  private addRelayCandidatesLater(relays: readonly string[], mid: string): void {
+    if (relays.length === 0) return
+    this.relayTimer = setTimeout(() => {
+      this.relayTimer = undefined
+      if (this._state !== 'connected') this.addRemoteCandidates(relays, mid)
+    }, this.options.relayCandidateDelayMs ?? 1000)
+    this.relayTimer.unref()
   }
 
   /** Offerer: apply the peer's answer; connectivity checks start. */
@@ -212,6 +236,11 @@ export class WebRtcPeer extends EventEmitter {
     if (this.role !== 'offerer') throw new DhtnetError('WEBRTC_ERROR', 'acceptAnswer() is for the offerer')
     this.assertState('signalling')
     this.expectedFingerprint = checkRemoteSdp(answerSdp, 'the answer')
+    // the answer's relay candidates come later (see the header comment)
+    const lines = answerSdp.split(/\r?\n/)
+    const relays = lines.filter((l) => l.startsWith('a=candidate:') && isRelayCandidate(l)).map((l) => l.slice(2))
+    const mid = /^a=mid:(\S+)/m.exec(answerSdp)?.[1] ?? '0'
+    if (relays.length > 0) answerSdp = lines.filter((l) => !(l.startsWith('a=candidate:') && isRelayCandidate(l)) && l !== 'a=end-of-candidates').join('\r\n')
     try {
       this.pc.setRemoteDescription(answerSdp, 'answer')
     } catch (err) {
@@ -226,6 +255,7 @@ export class WebRtcPeer extends EventEmitter {
       throw new DhtnetError('BAD_SDP', `the answer was refused by the WebRTC stack: ${message}`, { cause: err })
     }
     this._state = 'connecting'
+    this.addRelayCandidatesLater(relays, mid)
   }
 
   /**
@@ -358,6 +388,7 @@ export class WebRtcPeer extends EventEmitter {
     this._state = 'closed'
     this.closeError = err
     if (this.checksTimer) clearTimeout(this.checksTimer)
+    if (this.relayTimer) clearTimeout(this.relayTimer)
     if (wasConnected) {
       try {
         this.finalBytes = { sent: this.pc.bytesSent(), received: this.pc.bytesReceived() }
@@ -495,6 +526,11 @@ export class WebRtcPeer extends EventEmitter {
     this.selectedCandidatePair()
     this.emit('connected')
   }
+}
+
+/** `candidate:… typ relay …` (with or without the `a=` prefix). */
+function isRelayCandidate(line: string): boolean {
+  return / typ relay( |$)/.test(line)
 }
 
 function closedError(): DhtnetError {

@@ -11,6 +11,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { createWriteStream } from 'node:fs'
 import { isDhtnetError } from '../../../src/errors.js'
 import { startToolRuntime, type ToolRuntime } from '../../../src/runtime/start.js'
 import type { ChannelSocket } from '../../../src/mux/native/channel-socket.js'
@@ -24,6 +25,8 @@ const out = (msg: Record<string, unknown>) => process.stdout.write(JSON.stringif
 const verbose = !!process.env.DHTNET_TEST_VERBOSE
 const t0 = performance.now()
 const since = () => Math.round(performance.now() - t0)
+// every log line, all levels, when the test wants to read them all (e.g. to look for a secret)
+const logFile = config.logFile ? createWriteStream(config.logFile, { flags: 'a' }) : undefined
 
 let runtime: ToolRuntime | undefined
 let stopping: Promise<void> | undefined
@@ -34,6 +37,7 @@ function stop(code: number): Promise<void> {
     guard.unref()
     await runtime?.stop().catch(() => {})
     out({ event: 'stopped', atMs: since() })
+    if (logFile) await new Promise<void>((resolve) => logFile.end(() => resolve()))
     process.exitCode = code
   })()
   return stopping
@@ -70,6 +74,7 @@ async function transfer(socket: ChannelSocket, total: number): Promise<{ sent: s
     sentHash.update(chunk)
     sent += size
     if (!socket.write(chunk)) await once(socket, 'drain')
+    if (config.paceMs) await new Promise((r) => setTimeout(r, config.paceMs))
   }
   socket.end()
   await ended
@@ -99,13 +104,18 @@ async function main(): Promise<void> {
     bootstrap: [config.bootstrap],
     discovery: false,
     iceServers: config.iceServers,
+    ...(config.turn ? { turn: config.turn } : {}),
+    ...(config.transport ? { transport: config.transport } : {}),
     anonymous: false, // the peer must be signed by our CA (both lab devices are)
     requireBootstrap: true,
     bootstrapTimeoutMs: 10_000,
     publishTimeoutMs: 10_000,
     ...(config.upnp ? { upnp: config.upnp } : {}),
     log: (level, message) => {
-      if (verbose || level === 'warn' || level === 'error' || message.startsWith('UPnP:')) process.stderr.write(`${since()} ${level} ${message}\n`)
+      logFile?.write(`${since()} ${level} ${message}\n`)
+      if (verbose || level === 'warn' || level === 'error' || message.startsWith('UPnP:') || message.startsWith('ice-tcp: connected') || message.startsWith('ice-tcp: TCP')) {
+        process.stderr.write(`${since()} ${level} ${message}\n`)
+      }
     },
     onChannelRequest: (_cert, name) => (name === 'echo' ? true : { accept: false, reason: `no service "${name}"` }),
     onConnectionReady: (_peer, name, socket) => {
@@ -114,8 +124,8 @@ async function main(): Promise<void> {
   })
   const cm = runtime.connections
   if (process.env.NATLAB_TRACE) traceDht(runtime)
-  cm.on('connection', (info: { candidatePair?: string; localAddress?: string; remoteAddress?: string; initiator: boolean }) =>
-    out({ event: 'connection', pair: info.candidatePair, local: info.localAddress, remote: info.remoteAddress, initiator: info.initiator, atMs: since() }),
+  cm.on('connection', (info: { candidatePair?: string; localAddress?: string; remoteAddress?: string; initiator: boolean; path: string; relay?: string; transport: string }) =>
+    out({ event: 'connection', pair: info.candidatePair, local: info.localAddress, remote: info.remoteAddress, initiator: info.initiator, path: info.path, relay: info.relay, transport: info.transport, atMs: since() }),
   )
   out({ event: 'ready', id: runtime.identity.id, longId: runtime.identity.longId, startupMs: since() })
   if (config.mode === 'serve') return
@@ -151,6 +161,9 @@ async function main(): Promise<void> {
       pair: info?.candidatePair,
       local: info?.localAddress,
       remote: info?.remoteAddress,
+      path: info?.path,
+      relay: info?.relay,
+      transport: info?.transport,
       bytes: total,
       receivedBytes: r.receivedBytes,
       sha256Sent: r.sent,

@@ -7,7 +7,8 @@ import { generateIdentity } from '../../../src/identity/generate.js'
 import { chainToPem, privateKeyToPem } from '../../../src/identity/pem.js'
 import type { Identity } from '../../../src/identity/types.js'
 import { NatLab, type NatMode } from './topology.js'
-import { type LabProcess, STUN_URL, TURN_URL, startBootstrap, startCoturn, startDevice, tempDir } from './procs.js'
+import { type DeviceConfig, type LabProcess, STUN_URL, TURN_PASS, TURN_REALM, TURN_URL, TURN_USER, startBootstrap, startCoturn, startDevice, tempDir } from './procs.js'
+import { NET } from './topology.js'
 
 export interface CaseSpec {
   name: string
@@ -18,6 +19,16 @@ export interface CaseSpec {
   bytes: number
   /** Bound of connectDevice on the connecting device. */
   timeoutMs: number
+  /**
+   * The tools' TURN setting on the devices (runtime `turn`: by default one server for WebRTC's UDP relay and
+   * ICE-TCP's TCP relay), with `servers: 'stun'` for STUN. `passA`/`passB`: a password other than the lab's;
+   * `onlyA`: B gets no TURN.
+   */
+  turn?: { transport?: 'udp' | 'tcp' | 'tls'; passA?: string; passB?: string; onlyA?: boolean }
+  /** Keep every log line of both devices (result.allLogs). */
+  keepLogs?: boolean
+  /** connect: wait this long between 256 KiB blocks. */
+  paceMs?: number
 }
 
 export interface CaseResult {
@@ -26,10 +37,16 @@ export interface CaseResult {
   /** connecting device (hA): error code when it failed */
   code?: string
   message?: string
+  hint?: string
   /** selected pair as seen by hA (local/remote) and by hB */
   pairA?: string
   pairB?: string
   remoteA?: string
+  /** ConnectionInfo.path / .relay as seen by A (result) and B (its 'connection' event). */
+  pathA?: string
+  relayA?: string
+  pathB?: string
+  relayB?: string
   connectMs?: number
   elapsedMs?: number
   mbPerS?: number
@@ -42,6 +59,8 @@ export interface CaseResult {
   wallMs: number
   /** last lines of both devices, for failure messages */
   logs: string
+  /** keepLogs: every log line of both devices, their whole output and coturn's */
+  allLogs?: string
 }
 
 export class NatLabRun {
@@ -78,7 +97,7 @@ export class NatLabRun {
    * shared node's routing table fills with the dead DHT nodes of earlier cases (same router addresses, often the
    * same ports), and lookups then stall on them or come back empty (see the NAT lab notes in the report).
    */
-  static async start(options: { sharedBootstrap?: boolean } = {}): Promise<NatLabRun> {
+  static async start(options: { sharedBootstrap?: boolean; maxAllocateLifetimeS?: number } = {}): Promise<NatLabRun> {
     const dir = tempDir()
     const lab = NatLab.create()
     // Started one after the other, each kept as soon as it exists: a failed start must not leak the other process
@@ -86,7 +105,7 @@ export class NatLabRun {
     let coturn: LabProcess | undefined
     let bootstrap: LabProcess | undefined
     try {
-      coturn = await startCoturn(lab.pub, dir.path)
+      coturn = await startCoturn(lab.pub, dir.path, options.maxAllocateLifetimeS !== undefined ? { maxAllocateLifetimeS: options.maxAllocateLifetimeS } : {})
       if (options.sharedBootstrap) bootstrap = await startBootstrap(lab.boot)
       const ca = await generateIdentity({ name: 'natlab-ca', keySize: 2048 })
       return new NatLabRun(lab, coturn, bootstrap, ca, dir)
@@ -124,6 +143,10 @@ export class NatLabRun {
     // Fresh identities per case: the DHT still holds the previous case's requests at the old ids.
     const [a, b] = await Promise.all([this.writeIdentity(`${tag}-a`), this.writeIdentity(`${tag}-b`)])
     const iceServers = spec.servers === 'turn' ? [STUN_URL, TURN_URL] : [STUN_URL]
+    const turnFor = (pass: string | undefined): Pick<DeviceConfig, 'turn'> =>
+      spec.turn ? { turn: { host: NET.turn, user: TURN_USER, pass: pass ?? TURN_PASS, realm: TURN_REALM, ...(spec.turn.transport ? { transport: spec.turn.transport } : {}) } } : {}
+    const logFileA = spec.keepLogs ? this.dir.write(`${tag}-a.log`, '') : undefined
+    const logFileB = spec.keepLogs ? this.dir.write(`${tag}-b.log`, '') : undefined
     const net = this.lab.addCase(spec.natA, spec.natB)
     let server: LabProcess | undefined
     let client: LabProcess | undefined
@@ -133,7 +156,14 @@ export class NatLabRun {
         bootstrap = await startBootstrap(this.lab.boot)
         this.live.add(bootstrap)
       }
-      server = startDevice(net.hostB, `${tag}:hB`, { mode: 'serve', key: b.key, cert: b.cert, iceServers })
+      server = startDevice(net.hostB, `${tag}:hB`, {
+        mode: 'serve',
+        key: b.key,
+        cert: b.cert,
+        iceServers,
+        ...(spec.turn?.onlyA ? {} : turnFor(spec.turn?.passB)),
+        ...(logFileB ? { logFile: logFileB } : {}),
+      })
       this.live.add(server)
       await server.waitFor('device B ready', (_l, j) => j?.event === 'ready' || j?.event === 'result', 30_000)
       const early = server.jsonLines.find((j) => j.event === 'result')
@@ -146,6 +176,9 @@ export class NatLabRun {
         peer: b.identity.id,
         bytes: spec.bytes,
         timeoutMs: spec.timeoutMs,
+        ...turnFor(spec.turn?.passA),
+        ...(logFileA ? { logFile: logFileA } : {}),
+        ...(spec.paceMs ? { paceMs: spec.paceMs } : {}),
       })
       this.live.add(client)
       // Bound: start-up (≤ 25 s: tsx, DHT join, certificate publication) + connect timeout + transfer.
@@ -156,14 +189,26 @@ export class NatLabRun {
       // B's view of the pair (its 'connection' event may trail A's result by a few ms)
       if (res.ok) await server.waitFor('B connection', (_l, j) => j?.event === 'connection', 2000).catch(() => undefined)
       const bConn = server.jsonLines.find((j) => j.event === 'connection')
+      let allLogs: string | undefined
+      if (spec.keepLogs) {
+        // the device flushes its log file when it stops
+        await Promise.all([client.stop(), server.stop()])
+        const { readFileSync } = await import('node:fs')
+        allLogs = [readFileSync(logFileA!, 'utf8'), readFileSync(logFileB!, 'utf8'), client.output.join('\n'), server.output.join('\n'), this.coturn.output.join('\n')].join('\n')
+      }
       return {
         spec,
         ok: res.ok === true,
         code: res.code as string | undefined,
         message: res.message as string | undefined,
+        hint: res.hint as string | undefined,
         pairA: res.pair as string | undefined,
         pairB: bConn?.pair as string | undefined,
         remoteA: res.remote as string | undefined,
+        pathA: res.path as string | undefined,
+        relayA: res.relay as string | undefined,
+        pathB: bConn?.path as string | undefined,
+        relayB: bConn?.relay as string | undefined,
         connectMs: res.connectMs as number | undefined,
         elapsedMs: res.elapsedMs as number | undefined,
         mbPerS: res.mbPerS as number | undefined,
@@ -174,6 +219,7 @@ export class NatLabRun {
         exitCode: exited === null ? null : exited.code,
         wallMs: Math.round(performance.now() - started),
         logs: `--- hA (${spec.natA}) ---\n${client.output.slice(-30).join('\n')}\n--- hB (${spec.natB}) ---\n${server.output.slice(-30).join('\n')}`,
+        ...(allLogs !== undefined ? { allLogs } : {}),
       }
     } finally {
       await Promise.all([client?.stop(), server?.stop()])
@@ -191,10 +237,10 @@ export function formatTable(results: readonly CaseResult[]): string {
     ...results.map((r) => [
       r.spec.name,
       `${r.spec.natA}↔${r.spec.natB}`,
-      r.spec.servers === 'turn' ? 'STUN+TURN' : 'STUN',
+      r.spec.turn ? `STUN+TURN(${r.spec.turn.transport ?? 'udp+tcp'})` : r.spec.servers === 'turn' ? 'STUN+TURN' : 'STUN',
       r.ok ? 'ok' : `${r.code ?? 'fail'}${r.elapsedMs !== undefined ? ` @${(r.elapsedMs / 1000).toFixed(1)}s` : ''}`,
-      r.pairA ?? '-',
-      r.pairB ?? '-',
+      r.pairA ? `${r.pairA}${r.relayA ? ` (relay ${r.relayA.toUpperCase()})` : ''}` : '-',
+      r.pairB ? `${r.pairB}${r.relayB ? ` (relay ${r.relayB.toUpperCase()})` : ''}` : '-',
       r.connectMs !== undefined ? String(r.connectMs) : '-',
       r.mbPerS !== undefined ? r.mbPerS.toFixed(1) : '-',
       r.bytes ? String(r.bytes / 1024 / 1024) : '-',

@@ -5,13 +5,15 @@
  *        [--fail-timeout-ms MS] [--shared-bootstrap]
  */
 import { labUnavailableReason, type NatMode } from './topology.js'
-import { NatLabRun, type CaseResult } from './harness.js'
+import { NatLabRun, type CaseResult, type CaseSpec } from './harness.js'
 
 interface MatrixCase {
   name: string
   natA: NatMode
   natB: NatMode
   servers: 'stun' | 'turn'
+  /** the tools' TURN setting (one server for WebRTC's UDP relay and ICE-TCP's TCP relay) */
+  turn?: CaseSpec['turn']
   /** what should happen (netlab.md): 'direct', 'relay' or 'fail' */
   expect: 'direct' | 'relay' | 'any' | 'fail'
 }
@@ -26,6 +28,10 @@ const MATRIX: MatrixCase[] = [
   { name: 'eim-sym stun', natA: 'eim', natB: 'sym', servers: 'stun', expect: 'fail' },
   { name: 'sym-sym stun', natA: 'sym', natB: 'sym', servers: 'stun', expect: 'fail' },
   { name: 'blockudp-eim turn', natA: 'blockudp', natB: 'eim', servers: 'turn', expect: 'fail' },
+  { name: 'blockudp-eim stun', natA: 'blockudp', natB: 'eim', servers: 'stun', expect: 'fail' },
+  { name: 'blockudp-eim turn-tcp', natA: 'blockudp', natB: 'eim', servers: 'stun', turn: {}, expect: 'relay' },
+  { name: 'blockudp-blockudp turn-tcp', natA: 'blockudp', natB: 'blockudp', servers: 'stun', turn: {}, expect: 'relay' },
+  { name: 'eim-eim turn-both', natA: 'eim', natB: 'eim', servers: 'stun', turn: {}, expect: 'direct' },
 ]
 
 function arg(name: string, fallback: string): string {

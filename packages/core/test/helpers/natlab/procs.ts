@@ -150,8 +150,9 @@ async function stopOnFailure<T>(proc: LabProcess, wait: Promise<T>): Promise<T> 
   }
 }
 
-/** coturn: STUN + TURN over UDP (and TCP) on 198.51.100.10:3478, long-term credentials, no TLS/DTLS. */
-export async function startCoturn(netns: string, workDir: string): Promise<LabProcess> {
+/** coturn: STUN + TURN over UDP and TCP (with TCP relays, RFC 6062) on 198.51.100.10:3478, long-term credentials,
+ *  no TLS/DTLS. `maxAllocateLifetimeS`: a short allocation lifetime (refresh tests). */
+export async function startCoturn(netns: string, workDir: string, options: { maxAllocateLifetimeS?: number } = {}): Promise<LabProcess> {
   const proc = spawnInNs(netns, 'coturn', 'turnserver', [
     '-v', // verbose: logs the listeners (readiness) and allocations (diagnostics)
     '-n', // no configuration file (do not read /etc/turnserver.conf)
@@ -173,6 +174,7 @@ export async function startCoturn(netns: string, workDir: string): Promise<LabPr
     '--log-file', 'stdout',
     '--simple-log',
     '--no-software-attribute',
+    ...(options.maxAllocateLifetimeS !== undefined ? [`--max-allocate-lifetime=${options.maxAllocateLifetimeS}`] : []),
   ])
   await stopOnFailure(proc, proc.waitFor('coturn to listen', (l) => /UDP listener opened on\s*:?\s*198\.51\.100\.10:3478/.test(l), 10_000))
   return proc
@@ -202,6 +204,15 @@ export interface DeviceConfig {
   label?: string
   /** UPnP/NAT-PMP port mapping (true, or PortMapper options) */
   upnp?: boolean | Record<string, unknown>
+  /** The tools' TURN setting (the runtime's `turn`): one server for WebRTC's UDP relay and ICE-TCP's TCP relay,
+   *  unless `transport` picks one. */
+  turn?: { host: string; user: string; pass: string; realm?: string; transport?: 'udp' | 'tcp' | 'tls' }
+  /** Which transports connections may use (default auto). */
+  transport?: 'auto' | 'tcp' | 'webrtc'
+  /** Append every log line (all levels) to this file. */
+  logFile?: string
+  /** connect: wait this long between 256 KiB blocks (a connection held over time). */
+  paceMs?: number
 }
 
 /** device.ts inside a host namespace (node --import tsx). `env`: extra environment variables. */
