@@ -140,14 +140,25 @@ test('decline at ICE request → REFUSED, before any ICE work on the responder',
 test('untrusted CA: refused by the responder and by the requester in non-anonymous mode; anonymous accepts', async () => {
   const otherCa = await generateIdentity({ name: 'other-ca', keySize: 2048 })
   const carol = await net.addDevice('carol', { identity: await net.newIdentity('carol', otherCa), trustedCas: [otherCa, net.ca] })
-  // bob trusts only the testnet CA: carol's request is refused in silence (a stranger learns nothing), counted
-  const untrustedBefore = bob.cm.requestStats().untrusted
-  await assert.rejects(carol.cm.connectDevice(bob.identity.id, 'echo', { timeoutMs: 3000 }), (e: unknown) => isDhtnetError(e, 'TIMEOUT') && /answer/.test(e.message))
-  assert.equal(bob.cm.requestStats().untrusted, untrustedBefore + 1)
+  // bob trusts only the testnet CA: carol's request is refused, and she is told (within bob's refusal budget)
+  const before = bob.cm.requestStats()
+  await assert.rejects(carol.cm.connectDevice(bob.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED'))
+  assert.equal(bob.cm.requestStats().untrusted, before.untrusted + 1)
+  assert.equal(bob.cm.requestStats().untrustedTold, before.untrustedTold + 1)
   assert.equal(bob.cm.connections(carol.identity.id).length, 0)
-  // a device configured to tell strangers gives them UNTRUSTED at once
-  const frank = await net.addDevice('frank', { refuseUntrusted: true })
-  await assert.rejects(carol.cm.connectDevice(frank.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED'))
+  // a device that keeps DHTNet's silence: carol learns nothing and times out
+  const frank = await net.addDevice('frank', { refuseUntrusted: 'never' })
+  await assert.rejects(carol.cm.connectDevice(frank.identity.id, 'echo', { timeoutMs: 3000 }), (e: unknown) => isDhtnetError(e, 'TIMEOUT') && /answer/.test(e.message))
+  assert.deepEqual([frank.cm.requestStats().untrusted, frank.cm.requestStats().untrustedTold], [1, 0])
+  // a flood of untrusted requests: refusals (a signature and a DHT put each) stay within their budget
+  const gate = await net.addDevice('gate')
+  const t0 = performance.now()
+  const flood = await Promise.allSettled(Array.from({ length: 12 }, () => carol.cm.connectDevice(gate.identity.id, 'echo', { forceNewSocket: true, timeoutMs: 3000 })))
+  const seconds = (performance.now() - t0) / 1000
+  assert.ok(flood.every((r) => r.status === 'rejected'))
+  const stats = gate.cm.requestStats()
+  assert.equal(stats.untrusted, 12)
+  assert.ok(stats.untrustedTold >= 4 && stats.untrustedTold <= 4 + Math.ceil(seconds), `told ${stats.untrustedTold} of 12 in ${seconds.toFixed(1)} s`)
   // alice refuses carol's certificate herself, before any request is sent
   await assert.rejects(alice.cm.connectDevice(carol.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED') && /UNTRUSTED_CA/.test(e.message))
   assert.equal(carol.cm.connections().length, 0)
@@ -171,7 +182,7 @@ test('expired certificate refused', async () => {
   })
   const dave = await net.addDevice('dave', { identity: makeIdentity(key, [cert, ...net.ca.chain]) })
   const untrustedBefore = bob.cm.requestStats().untrusted
-  await assert.rejects(dave.cm.connectDevice(bob.identity.id, 'echo', { timeoutMs: 3000 }), (e: unknown) => isDhtnetError(e, 'TIMEOUT'))
+  await assert.rejects(dave.cm.connectDevice(bob.identity.id, 'echo', { timeoutMs: 5000 }), (e: unknown) => isDhtnetError(e, 'UNTRUSTED'))
   assert.equal(bob.cm.requestStats().untrusted, untrustedBefore + 1)
   await assert.rejects(alice.cm.connectDevice(dave.identity.id, 'echo'), (e: unknown) => isDhtnetError(e, 'UNTRUSTED') && /EXPIRED/.test(e.message))
   assert.equal(bob.cm.connections(dave.identity.id).length, 0)

@@ -7,7 +7,7 @@ import { createLog, handleStopSignals, logConfiguration, signalExitCode, startNo
 import { SessionClient, ptyRequest } from './client.js'
 import type { ParsedArgs } from './cli.js'
 import { EXIT_DSH_FAILURE } from './errors.js'
-import { resolveOptions } from './options.js'
+import { RAW_DEFAULT_BINARY, resolveOptions } from './options.js'
 import { SESSION_CHANNEL } from './protocol.js'
 import { runRawSession } from './raw-client.js'
 import { runServer } from './server.js'
@@ -55,9 +55,13 @@ export async function main(args: ParsedArgs): Promise<number> {
       process.stdout.on('error', onOutputError)
       process.stderr.on('error', onOutputError)
       const peer = options.peer.hex
-      // DHTNet's raw protocol when asked, or when the live connection to the peer is a C++ DHTNet one
+      // the connection first, without a channel: a C++ DHTNet device would run any channel name as a program, so
+      // its protocol is chosen from what the peer turns out to be (or --raw)
+      if (!options.raw) await node.connectPeer(peer, { signal: stop.signal })
       const raw = options.raw || node.peerFlavour(peer) === 'dhtnet'
-      const name = raw ? options.binary : SESSION_CHANNEL
+      const rawBinary = options.binary || RAW_DEFAULT_BINARY
+      if (raw && !options.raw) log.info(`${peer} is a C++ DHTNet device: DHTNet's raw protocol (program "${rawBinary}", no pty, no exit status)`)
+      const name = raw ? rawBinary : SESSION_CHANNEL
       log.debug(`opening ${raw ? `raw channel "${name}"` : `session channel ${name}`} to ${peer}`)
       const channel = await node.connect(peer, name, { signal: stop.signal })
       if (raw) {

@@ -91,9 +91,13 @@ export interface ConnectionManagerOptions {
   deadPeerTimeoutMs?: number
   /** Do not tell trusted devices why their request was refused (onIceRequest, no shared transport): they time out. */
   silentRefusals?: boolean
-  /** Tell untrusted devices (or ones whose certificate is not found) that they were refused. Default false: they
-   *  get silence, as with DHTNet (a refusal costs a signature and a DHT put, and tells a stranger we are online). */
-  refuseUntrusted?: boolean
+  /**
+   * Tell untrusted devices (or ones whose certificate is not found) that they were refused, so that a misconfigured
+   * user learns why: 'limited' (default) answers at most one per second (burst 4) — a refusal costs a signature and a
+   * DHT put — and drops the rest in silence; 'never' is DHTNet's silence (a stranger does not learn we are online);
+   * 'always' answers every one.
+   */
+  refuseUntrusted?: 'limited' | 'never' | 'always'
   /** Also listen at the legacy key SHA1("peer:" + 40-hex id) (default true). */
   listenLegacyKey?: boolean
   /** Most incoming requests handled at once; more are refused with BUSY (default 64). */
@@ -211,7 +215,7 @@ export class ConnectionManager extends EventEmitter {
     this.requester = new Requester(context)
     this.responder = new Responder(context, () => ({
       silentRefusals: options.silentRefusals ?? false,
-      refuseUntrusted: options.refuseUntrusted ?? false,
+      refuseUntrusted: options.refuseUntrusted ?? 'limited',
       maxPendingIncoming: options.maxPendingIncoming ?? 64,
       onIceRequest: this.iceRequestHook,
     }))

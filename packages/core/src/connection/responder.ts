@@ -24,9 +24,9 @@ import { type Attempt, allowedTransports, closeAttempts, descriptionIn, firstLin
 export interface ResponderOptions {
   /** Do not answer refused requests, even from trusted devices (they then time out instead of learning why). */
   readonly silentRefusals: boolean
-  /** Also tell untrusted devices that they were refused (default: silence, as DHTNet: a refusal costs us a signature
-   *  and a DHT put, and tells a stranger we are online). */
-  readonly refuseUntrusted: boolean
+  /** Tell untrusted devices (or ones whose certificate is not found) that they were refused: 'limited' answers
+   *  at most one per second (burst 4) and drops the rest silently; 'never' is DHTNet's silence; 'always' answers all. */
+  readonly refuseUntrusted: 'limited' | 'never' | 'always'
   /** Most incoming requests handled at once, from the first look at the request to the end of the handshake. */
   readonly maxPendingIncoming: number
   /** Accept or refuse an incoming connection, after the trust check. */
@@ -43,8 +43,10 @@ export interface ResponderStats {
   busy: number
   /** Dropped: the lookups of unknown signers' certificates on the DHT are over their rate. */
   lookupsLimited: number
-  /** Refused without an answer: untrusted chain, or no certificate found. */
+  /** Refused: untrusted chain, or no certificate found. */
   untrusted: number
+  /** Of those, how many were told (a signed, encrypted refusal on the DHT). */
+  untrustedTold: number
   /** Refused with an answer (a trusted device: declined by onIceRequest, or no shared transport). */
   refused: number
   /** Connections established. */
@@ -57,13 +59,17 @@ const SIGNER_PER_SECOND = 4
 /** DHT certificate lookups for signers whose request carried no usable chain. */
 const LOOKUP_BURST = 8
 const LOOKUPS_PER_SECOND = 2
+/** Refusals sent to untrusted requesters (each costs a signature and a DHT put), all of them together. */
+const UNTRUSTED_REFUSAL_BURST = 4
+const UNTRUSTED_REFUSALS_PER_SECOND = 1
 
 export class Responder {
   /** Requests being handled (trust check, transports, handshake). */
   private inFlight = 0
   private readonly perSigner = new KeyedTokenBuckets(SIGNER_BURST, SIGNER_PER_SECOND)
   private readonly lookups = new KeyedTokenBuckets(LOOKUP_BURST, LOOKUPS_PER_SECOND, 1)
-  readonly stats: ResponderStats = { handled: 0, rateLimited: 0, busy: 0, lookupsLimited: 0, untrusted: 0, refused: 0, connected: 0 }
+  private readonly untrustedRefusals = new KeyedTokenBuckets(UNTRUSTED_REFUSAL_BURST, UNTRUSTED_REFUSALS_PER_SECOND, 1)
+  readonly stats: ResponderStats = { handled: 0, rateLimited: 0, busy: 0, lookupsLimited: 0, untrusted: 0, untrustedTold: 0, refused: 0, connected: 0 }
 
   constructor(
     private readonly ctx: ManagerContext,
@@ -95,13 +101,15 @@ export class Responder {
     this.stats.handled++
     const deadline = new Deadline(ctx.connectTimeoutMs, `incoming connection from ${signer.slice(0, 16)}…`, undefined, ctx.closing)
     deadline.onStep = (step, ms) => ctx.log('debug', `incoming ${req.id}: +${ms.toFixed(0)} ms: ${step}`)
-    /** A trusted device is told why (unless silentRefusals); a stranger gets silence unless refuseUntrusted. */
+    /** A trusted device is told why (unless silentRefusals); a stranger within the refusal budget (refuseUntrusted). */
     const refuse = async (code: RefusalCode, why: string, trusted: boolean): Promise<void> => {
       ctx.log('info', `refused a connection from ${ownerIds.id}: ${why}`)
       if (trusted) this.stats.refused++
       else this.stats.untrusted++
       // a C++ DHTNet peer does not understand refusals: it just waits for its timeout
-      if (!peerIsNative || (trusted ? options.silentRefusals : !options.refuseUntrusted)) return
+      if (!peerIsNative) return
+      if (trusted ? options.silentRefusals : !this.tellUntrusted(options.refuseUntrusted)) return
+      if (!trusted) this.stats.untrustedTold++
       const refusal: PeerConnectionRequest = { id: req.id, iceMsg: '', isAnswer: true, connType: '', refused: code, native: NATIVE_SIGNALLING_VERSION }
       try {
         await deadline.race(ctx.dht.putEncrypted(replyKey, ownerKey, { data: encodeRequest(refusal), userType: PEER_REQUEST_USER_TYPE }, { signal: deadline.signal }))
@@ -151,6 +159,11 @@ export class Responder {
       this.inFlight--
       deadline.dispose()
     }
+  }
+
+  private tellUntrusted(policy: ResponderOptions['refuseUntrusted']): boolean {
+    if (policy === 'never') return false
+    return policy === 'always' || this.untrustedRefusals.take('all')
   }
 
   /** The transports the request offers that our policy allows (a C++ peer: ICE-TCP only). */
