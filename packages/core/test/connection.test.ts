@@ -377,3 +377,17 @@ test('a connection that dies before the channel is accepted: the request is retr
   await assert.rejects(p2, (e: unknown) => isDhtnetError(e) && ['CONNECTION_CLOSED', 'NOT_CONNECTED'].includes(e.code))
   assert.equal(asked, 1)
 })
+
+test('a client (clientOnly) handles answers to its own requests and no request from anyone', async () => {
+  const client = await net.addDevice('client-only', { noStart: true })
+  await client.cm.start({ clientOnly: true })
+  // it listens at its keys once it connects out (answers arrive there)
+  const s = await client.cm.connectDevice(bob.identity.id, 'echo-client-only')
+  assert.equal(await roundTrip(s, 'out'), 'out')
+  s.destroy()
+  // a request to it is dropped unread: no answer, no connection, no work counted
+  const caller = await net.addDevice('caller')
+  await assert.rejects(caller.cm.connectDevice(client.identity.id, 'echo', { timeoutMs: 3000 }), (e: unknown) => isDhtnetError(e, 'TIMEOUT') && /answer/.test(e.message))
+  assert.equal(client.cm.requestStats().handled, 0)
+  assert.equal(client.cm.connections(caller.identity.id).length, 0)
+})
