@@ -132,7 +132,7 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
         assert.equal(b.path.relay, 'tcp')
         assert.equal(a.path.candidatePair, 'host/relay', 'the requester connected to the relayed candidate')
         assert.equal(b.path.candidatePair, 'relay/host', 'the responder got it through its allocation')
-        const relayed = res.relay!.current!.relayedAddress
+        const relayed = res.relay.current.relayedAddress
         assert.equal(a.path.remoteAddress, `127.0.0.1:${relayed.port}`)
         assert.equal(b.path.localAddress, `127.0.0.1:${relayed.port}`)
         const up = await pump(a.stream!, b.stream!, 4 << 20)
@@ -154,6 +154,33 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
     })
   }
 
+  test("only the requester's relay reachable, its permission given late (as when the answer travels the DHT): the responder's refused attempts are tried again, connected", async () => {
+    const resLog = recorder()
+    const req = transport(client, { relay: relayOptions() })
+    const res = transport(server, { logger: resLog.logger })
+    const links: Link[] = []
+    try {
+      const signal = AbortSignal.timeout(30_000)
+      const reqSession = await req.createSession({ role: 'requester', connectionId: 11n, peerChain: server.chain, signal })
+      const resSession = await res.createSession({ role: 'responder', connectionId: 11n, peerChain: client.chain, remoteDescription: onlyRelay(reqSession.localDescription), peerIsNative: true, signal })
+      // the responder checks at once; the requester gets the answer (and permits the responder's address) 400 ms later
+      const responding = resSession.connect({ signal })
+      await new Promise((r) => setTimeout(r, 400))
+      const [a, b] = await Promise.all([reqSession.connect({ remoteDescription: onlyRelay(resSession.localDescription), peerIsNative: true, signal }), responding])
+      links.push(a, b)
+      assert.equal(b.path.candidatePair, 'host/relay')
+      assert.equal(a.path.candidatePair, 'relay/host')
+      assert.equal(a.path.relay, 'tcp')
+      const up = await pump(b.stream!, a.stream!, 1 << 20)
+      assert.equal(up.received, up.sent)
+      assert.ok(resLog.lines.some((l) => /the peer's relay may not let us in yet: again in \d+ ms/.test(l)), `no retry logged:\n${resLog.lines.join('\n')}`)
+    } finally {
+      for (const l of links) l.close()
+      await req.close()
+      await res.close()
+    }
+  })
+
   test('a wrong TURN password: no relay candidate, TURN_AUTH_FAILED naming the relay, the password in no log line', async () => {
     const wrong = 'Wrong-Sesame-9d2e-never-log-me'
     const resLog = recorder()
@@ -172,7 +199,7 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
       ])
       const failure = results[0]
       assert.equal(failure.status, 'rejected')
-      const err = (failure as PromiseRejectedResult).reason
+      const err = (failure).reason
       assert.ok(isDhtnetError(err, 'TURN_AUTH_FAILED'), String(err))
       assert.match(err.message, /no TCP path/)
       assert.match(err.message, new RegExp(`our TCP relay on turn:127\\.0\\.0\\.1:${coturn!.port} is unavailable`))

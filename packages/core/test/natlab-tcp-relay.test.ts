@@ -3,8 +3,9 @@
  * with TCP relays (RFC 6062) and a short allocation lifetime (10 s), devices configured as the tools configure them
  * (the runtime's `turn`: one server for WebRTC's UDP relay and ICE-TCP's TCP relay).
  *
- *  - blockudp ↔ eim and blockudp ↔ blockudp with TURN: connected through coturn's TCP relay, 16 MiB echoed with
- *    SHA-256, `connections()` reporting `ice-tcp relay (TCP)` on both sides;
+ *  - blockudp ↔ eim and blockudp ↔ blockudp with TURN, and blockudp with TURN ↔ eim without (the peer connects to
+ *    our relay once we permitted it, on the answer): connected through coturn's TCP relay, 16 MiB echoed with SHA-256,
+ *    `connections()` reporting `ice-tcp relay (TCP)` on both sides;
  *  - blockudp ↔ eim with no TURN: UDP_BLOCKED (naming blocked UDP, suggesting TURN over TCP) within 10 s;
  *  - a wrong TURN password: TURN_AUTH_FAILED within the connect timeout, and neither password in any log line of
  *    either device (every level) nor in coturn's output;
@@ -66,6 +67,13 @@ describe('NAT lab: networks that block UDP (TURN over TCP, UDP_BLOCKED)', { time
     const r = await run({ name: 'blockudp-eim turn/tcp', natA: 'blockudp', natB: 'eim', servers: 'stun', turn: {} })
     assertEchoed(r)
     assertTcpRelay(r)
+  })
+
+  test('UDP blocked with TURN ↔ eim without TURN: the peer reaches our relay (permission given on the answer), 16 MiB echoed', { skip }, async () => {
+    const r = await run({ name: 'blockudp-eim turn on A only', natA: 'blockudp', natB: 'eim', servers: 'stun', turn: { onlyA: true } })
+    assertEchoed(r)
+    assertTcpRelay(r)
+    assert.match(r.pathA ?? '', /relay \(TCP\) relay\//, `A's own relay carries it: ${r.pathA}`)
   })
 
   test('UDP blocked on both sides with TURN: through the TCP relay, 16 MiB echoed byte-exact', { skip }, async () => {

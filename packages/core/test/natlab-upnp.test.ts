@@ -6,6 +6,9 @@
  * mapped port: B reaches A there, the bytes are echoed exactly, B's selected pair points at A's mapped external
  * port, and the mapping is gone from miniupnpd once A has closed.
  *
+ * Both devices use WebRTC only (transport 'webrtc'): this test is about the UDP mapping; with both transports the
+ * ICE-TCP listening port's TCP mapping may carry the connection first (natlab-ice-tcp-upnp.test.ts tests that one).
+ *
  * Skipped when not root, without `ip netns`, or without miniupnpd/upnpc/coturn (scripts/setup installs them).
  */
 import { after, before, describe, test } from 'node:test'
@@ -66,14 +69,14 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number): Promise<
     const miniupnpd = started(await startMiniupnpd(net.routerA, dir))
     procs.push(miniupnpd)
     procs.push(started(await startBootstrap(lab.boot)))
-    const server = started(startDevice(net.hostB, `${name}:hB`, { mode: 'serve', key: b.key, cert: b.cert, iceServers: [STUN_URL] }))
+    const server = started(startDevice(net.hostB, `${name}:hB`, { mode: 'serve', key: b.key, cert: b.cert, iceServers: [STUN_URL], transport: 'webrtc' }))
     procs.push(server)
     await server.waitFor('device B ready', (_l, j) => j?.event === 'ready' || j?.event === 'result', 30_000)
     const client = started(
       startDevice(
         net.hostA,
         `${name}:hA`,
-        { mode: 'connect', key: a.key, cert: a.cert, iceServers: [STUN_URL], peer: b.id, bytes: BYTES, timeoutMs, ...(upnp ? { upnp: true } : {}) },
+        { mode: 'connect', key: a.key, cert: a.cert, iceServers: [STUN_URL], transport: 'webrtc', peer: b.id, bytes: BYTES, timeoutMs, ...(upnp ? { upnp: true } : {}) },
         // the runner forbids UPnP in test runs (it would reach the machine's real gateway); inside this host
         // namespace the only gateway is the lab's router A
         upnp ? { DHTNET_FORBID_PUBLIC_BOOTSTRAP: '0' } : {},

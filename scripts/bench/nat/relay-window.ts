@@ -7,7 +7,7 @@
 //   - throughput: `--mib` MiB one way (median of `--runs`).
 // Baseline in the same run: one-way throughput through the same relay with the default window.
 // Ends with ONE line of JSON. Options: --runs N (5), --mib N (64), --mib-both N (4), --stall-runs N (10),
-// --windows "16384,1024;160,160;16384,1024/160,160" (connection,channel KiB of both sides, or of the requester/the
+// --windows "16384,1024;120,120;16384,1024/120,120" (connection,channel KiB of both sides, or of the requester/the
 // responder; default as shown).
 import { once } from 'node:events'
 import { createHash, randomBytes } from 'node:crypto'
@@ -30,7 +30,7 @@ const MIB = Number(opt('--mib', '64'))
 const MIB_BOTH = Number(opt('--mib-both', '4'))
 const STALL_RUNS = Number(opt('--stall-runs', '10'))
 type Windows = { a: [number, number]; b: [number, number]; label: string }
-const WINDOWS: Windows[] = opt('--windows', '16384,1024;160,160;16384,1024/160,160')
+const WINDOWS: Windows[] = opt('--windows', '16384,1024;120,120;16384,1024/120,120')
   .split(';')
   .map((spec) => {
     const [a, b = a] = spec.split('/').map((w) => w!.split(',').map((x) => Number(x) * 1024) as [number, number])

@@ -15,14 +15,19 @@ import type { ManagerContext } from './context.js'
 const NATIVE_SEND_HIGH_WATER = 1024 * 1024
 
 /**
- * Receive windows on a path relayed by a TURN server over TCP (link.path.relay === 'tcp'). coturn (4.6.1 in Debian,
- * unchanged in 4.17) stops relaying one direction for good when both of its output buffers hold ≥ 192 KiB at once
- * (transport/turn/README.md); with at most 160 KiB in flight per direction (what our window lets the peer send before
- * we read it, plus < 1% of framing) its buffers never get there. Measured on loopback (scripts/bench/nat/relay-window.ts):
- * default windows stalled 2 of 6 runs of 4 MiB both ways with one side late, 160 KiB none, at the same one-way speed;
- * the cost is a ceiling of 160 KiB per round trip on long relayed paths (3.2 MB/s at 50 ms).
+ * The responder's receive windows on a path relayed by a TURN server over TCP (link.path.relay === 'tcp').
+ *
+ * coturn (4.6.1 in Debian, the same code in 4.17.1) stops relaying one direction for good when both of its output
+ * buffers for the relayed connection hold about 128 KiB at once: it stops reading a side while the other side's output
+ * buffer + 65,507 bytes reaches 192 KiB, and the write callback that should start reading again tests the wrong buffer
+ * (transport/turn/README.md). So if ONE direction never has 128 KiB in flight, neither can stall. The responder's
+ * windows bound the requester → responder direction to 120 KiB in flight (TLS and framing add < 0.3 %, well under
+ * 131,101 bytes); the other direction keeps the default window and its speed. Measured on loopback
+ * (scripts/bench/nat/relay-window, 4 MiB both ways at once, one side 300 ms late): default windows stalled 13 of 20
+ * runs, these 0 of 20 (and 120 KiB on both sides 0 of 20, at half the speed the other way). The cost: requester →
+ * responder is bounded by 120 KiB per round trip (2.4 MB/s at 50 ms). transport/turn/README.md has the details.
  */
-export const RELAYED_TCP_WINDOW_BYTES = 160 * 1024
+export const RELAYED_TCP_WINDOW_BYTES = 120 * 1024
 
 /** The link's reliable message transport; a byte-stream link gets length framing (StreamMessageTransport). */
 function reliableOf(link: Link): MessageTransport {
@@ -41,7 +46,7 @@ export function nativeMux(ctx: ManagerContext, link: Link, peerCert: X509Certifi
     ...(ctx.keepaliveIntervalMs !== undefined ? { keepaliveIntervalMs: ctx.keepaliveIntervalMs } : {}),
     ...(ctx.deadPeerTimeoutMs !== undefined ? { deadPeerTimeoutMs: ctx.deadPeerTimeoutMs } : {}),
     sendHighWaterBytes: NATIVE_SEND_HIGH_WATER,
-    ...(link.path.relay === 'tcp' ? { connectionWindowBytes: RELAYED_TCP_WINDOW_BYTES, channelWindowBytes: RELAYED_TCP_WINDOW_BYTES } : {}),
+    ...(link.path.relay === 'tcp' && !initiator ? { connectionWindowBytes: RELAYED_TCP_WINDOW_BYTES, channelWindowBytes: RELAYED_TCP_WINDOW_BYTES } : {}),
     onChannelRequest: (name) => ctx.decideChannel(peerCert, name),
     logger: ctx.log,
   })

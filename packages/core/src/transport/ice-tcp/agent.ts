@@ -105,9 +105,22 @@ interface PathState {
 
 interface Attempt {
   readonly label: string
+  readonly pair: OutboundPair
   state: 'connecting' | 'checking' | 'succeeded' | 'failed'
   reason?: string
+  /** Our check succeeded on it once. */
+  checked?: boolean
+  /** Connections to a peer's relayed candidate tried again (see RELAY_RETRY_DELAYS_MS). */
+  retries: number
+  retryTimer?: NodeJS.Timeout
 }
+
+/**
+ * A peer's relayed candidate refuses us until the peer has given our address a TURN permission, which it can only do
+ * once our description reached it (the requester learns it from the answer, after the responder started its checks):
+ * a connection to a relay that ends before any check succeeded is tried again after these delays.
+ */
+export const RELAY_RETRY_DELAYS_MS: readonly number[] = [250, 500, 1000, 2000]
 
 let nextConnectionId = 1
 
@@ -120,6 +133,7 @@ export class IceTcpAgent implements CheckConnectionHandler {
   private readonly paths = new Map<CheckConnection, PathState>()
   private readonly attempts: Attempt[] = []
   private readonly pendingSockets = new Set<Socket>()
+  private readonly retryTimers = new Set<NodeJS.Timeout>()
   private nominating: CheckConnection | undefined
   private firstValidAt: number | undefined
   private nominationTimer: NodeJS.Timeout | undefined
@@ -200,10 +214,7 @@ export class IceTcpAgent implements CheckConnectionHandler {
     this.log('debug', `connection ${conn.label} closed: ${reason}`)
     if (path.target) {
       const attempt = this.attempts.find((a) => a.label === this.attemptLabel(conn.localAddress, path.target!))
-      if (attempt && attempt.state !== 'failed') {
-        attempt.state = 'failed'
-        attempt.reason ??= reason
-      }
+      if (attempt && attempt.state !== 'failed') this.attemptFailed(attempt, reason)
     }
     if (this.nominating === conn) this.nominating = undefined
     this.evaluate()
@@ -280,17 +291,45 @@ export class IceTcpAgent implements CheckConnectionHandler {
   }
 
   private open(pair: OutboundPair): void {
-    const attempt: Attempt = { label: this.attemptLabel(pair.local.address, pair.remote), state: 'connecting' }
+    const attempt: Attempt = { label: this.attemptLabel(pair.local.address, pair.remote), pair, state: 'connecting', retries: 0 }
     this.attempts.push(attempt)
+    this.connectAttempt(attempt)
+  }
+
+  /** A pair failed (no TCP connection, or closed before our check succeeded): failed for good, or tried again. */
+  private attemptFailed(attempt: Attempt, reason: string): void {
+    if (attempt.retryTimer || attempt.state === 'failed') return
+    const delay = RELAY_RETRY_DELAYS_MS[attempt.retries]
+    if (attempt.pair.remote.type === 'relay' && !attempt.checked && !this.done && delay !== undefined) {
+      attempt.retries++
+      attempt.state = 'connecting'
+      attempt.reason = reason
+      this.log('debug', `pair ${attempt.label}: ${reason}; the peer's relay may not let us in yet: again in ${delay} ms`)
+      const timer = setTimeout(() => {
+        this.retryTimers.delete(timer)
+        attempt.retryTimer = undefined
+        if (this.done) return
+        this.connectAttempt(attempt)
+      }, delay)
+      timer.unref()
+      attempt.retryTimer = timer
+      this.retryTimers.add(timer)
+      return
+    }
+    attempt.state = 'failed'
+    attempt.reason = reason
+  }
+
+  private connectAttempt(attempt: Attempt): void {
+    const pair = attempt.pair
     const socket = tcpConnect({ host: pair.remote.address, port: pair.remote.port, localAddress: pair.local.address, family: pair.remote.family, noDelay: true })
     this.pendingSockets.add(socket)
     const fail = (reason: string) => {
       if (attempt.state !== 'connecting') return
-      attempt.state = 'failed'
-      attempt.reason = reason
       cleanup()
       socket.destroy()
       this.log('debug', `pair ${attempt.label}: ${reason}`)
+      this.attemptFailed(attempt, reason)
       this.checkFailure()
     }
     const timer = setTimeout(() => fail('timed out'), this.options.timeouts.connectMs)
@@ -349,10 +388,7 @@ export class IceTcpAgent implements CheckConnectionHandler {
     const failed = (reason: string) => {
       if (useCandidate) this.nominating = undefined
       else path.ourCheck = 'failed'
-      if (attempt) {
-        attempt.state = 'failed'
-        attempt.reason = reason
-      }
+      if (attempt) this.attemptFailed(attempt, reason)
       conn.close(reason)
     }
     if ('error' in result) return failed(result.error)
@@ -378,7 +414,10 @@ export class IceTcpAgent implements CheckConnectionHandler {
       return
     }
     path.ourCheck = 'succeeded'
-    if (attempt) attempt.state = 'succeeded'
+    if (attempt) {
+      attempt.state = 'succeeded'
+      attempt.checked = true
+    }
     this.log('debug', `check succeeded: ${conn.label}`)
     this.evaluate()
   }
@@ -535,6 +574,9 @@ export class IceTcpAgent implements CheckConnectionHandler {
   private clearTimers(): void {
     if (this.nominationTimer) clearTimeout(this.nominationTimer)
     if (this.failTimer) clearTimeout(this.failTimer)
+    for (const t of this.retryTimers) clearTimeout(t)
+    this.retryTimers.clear()
+    for (const a of this.attempts) a.retryTimer = undefined
     this.nominationTimer = undefined
     this.failTimer = undefined
   }

@@ -7,6 +7,9 @@
  *  - serve:   accepts the channel "echo" and sends every byte back (half-close: it ends after our EOF).
  *  - connect: connectDevice(peer, "echo"), streams `bytes` pseudo-random bytes, reads the echo to EOF, compares
  *             SHA-256 and length, prints {"event":"result", ok, connectMs, pair, ...} and exits (0 = ok, 1 = not).
+ *             With `sink`: one way instead, on the channel "sink": the server counts and hashes to EOF and answers
+ *             {bytes, sha256}; mbPerS is then the one-way rate (benchmarks). Then the other way on "source": we ask
+ *             for `bytes`, the server sends them and their SHA-256; mbPerSReverse.
  * Stops cleanly on SIGTERM/SIGINT. NATLAB_TRACE=1 logs the duration of each DHT step of a connect on stderr.
  */
 import { createHash, randomBytes } from 'node:crypto'
@@ -45,9 +48,105 @@ function stop(code: number): Promise<void> {
 process.on('SIGTERM', () => void stop(0))
 process.on('SIGINT', () => void stop(0))
 
+function serveSink(socket: ChannelSocket): void {
+  const hash = createHash('sha256')
+  let bytes = 0
+  socket.on('error', (err) => out({ event: 'channel-error', code: (err as { code?: string }).code, message: err.message }))
+  socket.on('data', (d: Buffer) => {
+    hash.update(d)
+    bytes += d.length
+  })
+  socket.on('end', () => socket.end(JSON.stringify({ bytes, sha256: hash.digest('hex') }) + '\n'))
+}
+
+/** "source": read the 8-byte count asked for, send that many bytes, then their SHA-256 (64 hex), then EOF. */
+function serveSource(socket: ChannelSocket): void {
+  socket.on('error', (err) => out({ event: 'channel-error', code: (err as { code?: string }).code, message: err.message }))
+  let asked = Buffer.alloc(0)
+  const onData = (d: Buffer): void => {
+    asked = Buffer.concat([asked, d])
+    if (asked.length < 8) return
+    socket.off('data', onData)
+    void (async () => {
+      const total = Number(asked.readBigUInt64BE(0))
+      const hash = createHash('sha256')
+      const block = randomBytes(256 * 1024)
+      for (let sent = 0, n = 0; sent < total; n++) {
+        const chunk = Buffer.from(block.subarray(0, Math.min(block.length, total - sent)))
+        chunk.writeUInt32LE(n, 0)
+        hash.update(chunk)
+        sent += chunk.length
+        if (!socket.write(chunk)) await once(socket, 'drain')
+      }
+      socket.end(hash.digest('hex'))
+    })().catch(() => socket.destroy())
+  }
+  socket.on('data', onData)
+}
+
+/** The other way: ask "source" for `total` bytes; their rate and whether their SHA-256 matched. */
+async function receiveFromSource(socket: ChannelSocket, total: number): Promise<{ ok: boolean; ms: number }> {
+  const hash = createHash('sha256')
+  let got = 0
+  let trailer = ''
+  const ended = new Promise<void>((resolve, reject) => {
+    socket.once('end', () => resolve())
+    socket.once('error', reject)
+    socket.once('close', () => resolve())
+  })
+  socket.on('data', (d: Buffer) => {
+    const body = d.subarray(0, Math.max(0, total - got))
+    hash.update(body)
+    got += body.length
+    if (body.length < d.length && trailer.length < 64) trailer += d.subarray(body.length).toString('utf8')
+  })
+  const count = Buffer.alloc(8)
+  count.writeBigUInt64BE(BigInt(total))
+  const start = performance.now()
+  socket.write(count)
+  await ended
+  return { ok: got === total && trailer.slice(0, 64) === hash.digest('hex'), ms: performance.now() - start }
+}
+
 function serveEcho(socket: ChannelSocket): void {
   socket.on('error', (err) => out({ event: 'channel-error', code: (err as { code?: string }).code, message: err.message }))
   socket.pipe(socket)
+}
+
+/** One way: `total` bytes out, EOF, then the sink's {bytes, sha256} answer. */
+async function transferOneWay(socket: ChannelSocket, total: number): Promise<{ sent: string; received: string; receivedBytes: number; ms: number }> {
+  const sentHash = createHash('sha256')
+  let answer = ''
+  socket.on('data', (d: Buffer) => {
+    if (answer.length < 4096) answer += d.toString('utf8')
+  })
+  const ended = new Promise<void>((resolve, reject) => {
+    socket.once('end', () => resolve())
+    socket.once('error', reject)
+    socket.once('close', () => resolve())
+  })
+  const start = performance.now()
+  const block = randomBytes(256 * 1024)
+  let sent = 0
+  let n = 0
+  while (sent < total) {
+    const size = Math.min(block.length, total - sent)
+    const chunk = Buffer.from(block.subarray(0, size))
+    chunk.writeUInt32LE(n++, 0)
+    sentHash.update(chunk)
+    sent += size
+    if (!socket.write(chunk)) await once(socket, 'drain')
+  }
+  socket.end()
+  await ended
+  const ms = performance.now() - start
+  let parsed: { bytes?: number; sha256?: string } = {}
+  try {
+    parsed = JSON.parse(answer) as typeof parsed
+  } catch {
+    // no answer: reported as a mismatch
+  }
+  return { sent: sentHash.digest('hex'), received: parsed.sha256 ?? '', receivedBytes: parsed.bytes ?? 0, ms }
 }
 
 async function transfer(socket: ChannelSocket, total: number): Promise<{ sent: string; received: string; receivedBytes: number; ms: number }> {
@@ -117,9 +216,12 @@ async function main(): Promise<void> {
         process.stderr.write(`${since()} ${level} ${message}\n`)
       }
     },
-    onChannelRequest: (_cert, name) => (name === 'echo' ? true : { accept: false, reason: `no service "${name}"` }),
+    onChannelRequest: (_cert, name) => (name === 'echo' || name === 'sink' || name === 'source' ? true : { accept: false, reason: `no service "${name}"` }),
     onConnectionReady: (_peer, name, socket) => {
-      if (config.mode === 'serve' && name === 'echo' && 'pipe' in socket && !(socket as ChannelSocket).initiator) serveEcho(socket as ChannelSocket)
+      if (config.mode !== 'serve' || !('pipe' in socket) || (socket as ChannelSocket).initiator) return
+      if (name === 'echo') serveEcho(socket as ChannelSocket)
+      else if (name === 'sink') serveSink(socket as ChannelSocket)
+      else if (name === 'source') serveSource(socket as ChannelSocket)
     },
   })
   const cm = runtime.connections
@@ -135,7 +237,7 @@ async function main(): Promise<void> {
   const c0 = performance.now()
   let socket: ChannelSocket
   try {
-    socket = await cm.connectDevice(config.peer!, 'echo', { timeoutMs })
+    socket = (await cm.connectDevice(config.peer!, config.sink ? 'sink' : 'echo', { timeoutMs })) as ChannelSocket
   } catch (err) {
     out({
       event: 'result',
@@ -151,8 +253,10 @@ async function main(): Promise<void> {
   const connectMs = performance.now() - c0
   const info = cm.connections()[0]
   try {
-    const r = await transfer(socket, total)
-    const ok = r.receivedBytes === total && r.received === r.sent
+    const r = config.sink ? await transferOneWay(socket, total) : await transfer(socket, total)
+    let reverse: { ok: boolean; ms: number } | undefined
+    if (config.sink) reverse = await receiveFromSource((await cm.connectDevice(config.peer!, 'source', { timeoutMs })) as ChannelSocket, total)
+    const ok = r.receivedBytes === total && r.received === r.sent && (reverse?.ok ?? true)
     out({
       event: 'result',
       ok,
@@ -170,6 +274,7 @@ async function main(): Promise<void> {
       sha256Received: r.received,
       transferMs: Math.round(r.ms),
       mbPerS: Math.round((total / 1e6 / (r.ms / 1000)) * 10) / 10,
+      ...(reverse ? { mbPerSReverse: Math.round((total / 1e6 / (reverse.ms / 1000)) * 10) / 10 } : {}),
     })
     return stop(ok ? 0 : 1)
   } catch (err) {

@@ -213,6 +213,8 @@ export interface DeviceConfig {
   logFile?: string
   /** connect: wait this long between 256 KiB blocks (a connection held over time). */
   paceMs?: number
+  /** connect: one way to the server's "sink" channel instead of an echo (benchmarks) */
+  sink?: boolean
 }
 
 /** device.ts inside a host namespace (node --import tsx). `env`: extra environment variables. */
