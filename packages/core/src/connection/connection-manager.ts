@@ -37,7 +37,7 @@ import { type Channel, type ConnectionInfo, PeerLink } from './peer-link.js'
 import { type EarlyStart, Requester } from './requester.js'
 import { Responder, type ResponderStats } from './responder.js'
 import { PEER_REQUEST_USER_TYPE, type PeerConnectionRequest, TreatedIds, decodeRequest } from './signalling.js'
-import { TRANSPORT_POLICIES, type TransportPolicy } from './transports.js'
+import { TRANSPORT_POLICIES, type TransportPolicy, allowedTransports } from './transports.js'
 
 export type { ConnectionInfo } from './peer-link.js'
 export type { ChannelInfo } from '../mux/mux.js'
@@ -254,7 +254,8 @@ export class ConnectionManager extends EventEmitter {
     for (const t of this.transports) {
       if (t instanceof WebRtcTransport) t.preload()
       // listener, TURN/TCP allocation and port mapping made in the background, ready for the first connection
-      else if (t instanceof IceTcpTransport) t.prepare()
+      // (not for a transport the policy never uses)
+      else if (t instanceof IceTcpTransport && allowedTransports([t], this.context.policy).length > 0) t.prepare()
     }
     if (this.published) return
     this.published = true
