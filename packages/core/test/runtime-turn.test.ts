@@ -6,6 +6,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { turnSettings } from '../src/runtime/turn.js'
 import { isDhtnetError } from '../src/errors.js'
+import { mutateBytes, randomBuffer, rng } from './helpers/fuzz.js'
 
 const cred = { user: 'alice', pass: 'Sesame-secret' }
 
@@ -25,7 +26,7 @@ test('turn_transport udp / tcp / tls picks one relay; tls defaults to port 5349'
   const tcp = turnSettings({ host: 'h', ...cred, transport: 'tcp' })
   assert.deepEqual(tcp.iceServers, [])
   assert.equal(tcp.tcpRelay?.server, 'h:3478')
-  assert.equal(tcp.tcpRelay?.transport, 'tcp')
+  assert.equal(tcp.tcpRelay.transport, 'tcp')
   const tls = turnSettings({ host: 'h', ...cred, transport: 'tls' })
   assert.deepEqual(tls.iceServers, [])
   assert.deepEqual([tls.tcpRelay?.server, tls.tcpRelay?.transport], ['h:5349', 'tls'])
@@ -60,4 +61,25 @@ test('bad settings are typed errors that never show the password', () => {
       },
     )
   }
+})
+
+test('fuzz: 20,000 random and mutated TURN settings give a result or a DhtnetError, never another exception', () => {
+  const next = rng(0x7e4a)
+  const seeds = ['turn.example.org', 'turn:h:3478?transport=tcp', 'turns:[2001:db8::1]:5349', '198.51.100.10:3478', 'turn:u:p@h', 'stun:h']
+  const transports = [undefined, 'udp', 'tcp', 'tls', 'quic', ''] as const
+  let errors = 0
+  for (let i = 0; i < 20_000; i++) {
+    const base = Buffer.from(seeds[next() % seeds.length]!)
+    const host = (next() % 3 === 0 ? randomBuffer(next, 40) : mutateBytes(base, next)).toString('latin1')
+    const input = { host, user: next() % 5 === 0 ? '' : 'u', pass: next() % 7 === 0 ? undefined : 'secret-Xy', transport: transports[next() % transports.length] as never }
+    try {
+      const s = turnSettings(input)
+      assert.ok(s.iceServers.length > 0 || s.tcpRelay !== undefined)
+    } catch (err) {
+      assert.ok(isDhtnetError(err), `not a DhtnetError for ${JSON.stringify(host)}: ${String(err)}`)
+      assert.ok(!(err as Error).message.includes('secret-Xy'))
+      errors++
+    }
+  }
+  assert.ok(errors > 1000 && errors < 20_000, `${errors} refused`)
 })

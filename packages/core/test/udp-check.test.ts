@@ -14,6 +14,7 @@ import { StunMessage } from '../src/transport/stun/message.js'
 import { StunMessageBuilder } from '../src/transport/stun/builder.js'
 import { StunAttr } from '../src/transport/stun/constants.js'
 import { type Coturn, coturnUnavailableReason, freeTcpPort, startLoopbackCoturn } from './helpers/coturn.js'
+import { mutateBytes, randomBuffer, rng } from './helpers/fuzz.js'
 
 const skip = coturnUnavailableReason()
 const log = (): void => {}
@@ -91,5 +92,14 @@ test('peerOnOurSubnet: a host candidate in one of our subnets, not a public or f
   if (ours) {
     assert.equal(peerOnOurSubnet(`v=0\r\n${line(ours.address)}\r\n`), true)
     assert.equal(peerOnOurSubnet(`v=0\r\n${line(ours.address, 'srflx')}\r\n`), false, 'only host candidates count')
+  }
+})
+
+test('fuzz: peerOnOurSubnet never throws on 20,000 random and mutated SDPs', () => {
+  const next = rng(0x51c7)
+  const base = Buffer.from('v=0\r\na=candidate:1 1 UDP 2122317823 192.168.1.7 40000 typ host\r\na=candidate:2 1 UDP 1 2001:db8::7 9 typ host\r\n')
+  for (let i = 0; i < 20_000; i++) {
+    const sdp = (next() % 3 === 0 ? randomBuffer(next, 300) : mutateBytes(base, next)).toString('latin1')
+    assert.equal(typeof peerOnOurSubnet(sdp), 'boolean')
   }
 })
