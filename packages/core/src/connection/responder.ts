@@ -59,6 +59,8 @@ const SIGNER_PER_SECOND = 4
 /** DHT certificate lookups for signers whose request carried no usable chain. */
 const LOOKUP_BURST = 8
 const LOOKUPS_PER_SECOND = 2
+/** A certificate not on the DHT yet (its device just started) is looked up once more after this long. */
+const CERTIFICATE_RETRY_DELAY_MS = 1000
 /** Refusals sent to untrusted requesters (each costs a signature and a DHT put), all of them together. */
 const UNTRUSTED_REFUSAL_BURST = 4
 const UNTRUSTED_REFUSALS_PER_SECOND = 1
@@ -127,7 +129,7 @@ export class Responder {
           return
         }
         try {
-          chain = await ctx.certificates.find(signer, deadline)
+          chain = await this.findRequesterCertificate(signer, deadline)
         } catch (err) {
           if (isDhtnetError(err) && err.code === 'ABORTED') return
           return await refuse('CERT_NOT_FOUND', 'its certificate was not found on the DHT', false)
@@ -158,6 +160,20 @@ export class Responder {
     } finally {
       this.inFlight--
       deadline.dispose()
+    }
+  }
+
+  /**
+   * The requester's certificate from the DHT. A C++ DHTNet device does not carry it in its request and publishes it
+   * when it starts, so a first request may come before its certificate is stored: one more look a moment later.
+   */
+  private async findRequesterCertificate(signer: string, deadline: Deadline): Promise<X509Certificate[]> {
+    try {
+      return await this.ctx.certificates.find(signer, deadline)
+    } catch (err) {
+      if (!isDhtnetError(err, 'CERT_NOT_FOUND')) throw err
+      await deadline.race(new Promise((resolve) => setTimeout(resolve, CERTIFICATE_RETRY_DELAY_MS)))
+      return this.ctx.certificates.find(signer, deadline)
     }
   }
 
