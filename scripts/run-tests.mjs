@@ -39,11 +39,14 @@ if (files.length === 0) {
 const tapDir = mkdtempSync(join(tmpdir(), 'dhtnet-tap-'))
 const tapFile = join(tapDir, 'results.tap')
 const args = [
-  '--import', 'tsx',
+  '--import',
+  'tsx',
   '--test',
   '--test-concurrency=1',
-  '--test-reporter=spec', '--test-reporter-destination=stdout',
-  '--test-reporter=tap', `--test-reporter-destination=${tapFile}`,
+  '--test-reporter=spec',
+  '--test-reporter-destination=stdout',
+  '--test-reporter=tap',
+  `--test-reporter-destination=${tapFile}`,
   ...files,
 ]
 console.log(`running ${files.length} test files: ${files.map((f) => relative(root, f)).join(' ')}`)
@@ -51,11 +54,15 @@ console.log(`running ${files.length} test files: ${files.map((f) => relative(roo
 const env = { ...process.env, DHTNET_FORBID_PUBLIC_BOOTSTRAP: '1' }
 const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], cwd: root, env })
 child.on('exit', (code, signal) => {
-  let passed = 0, failed = 0, skipped = 0
+  let passed = 0,
+    failed = 0,
+    skipped = 0
   try {
     const tap = readFileSync(tapFile, 'utf8')
     const num = (k) => Number((tap.match(new RegExp(`^# ${k} (\\d+)$`, 'm')) ?? [])[1] ?? 0)
-    passed = num('pass'); failed = num('fail') + num('cancelled'); skipped = num('skipped') + num('todo')
+    passed = num('pass')
+    failed = num('fail') + num('cancelled')
+    skipped = num('skipped') + num('todo')
   } catch {
     failed += 1
   } finally {

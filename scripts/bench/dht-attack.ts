@@ -45,11 +45,19 @@ async function attackPhase(victim: Victim, prober: Prober, name: string, sent: s
   const s1 = await victim.stats()
   const mem = await victim.stats(true)
   const row: AttackRow = {
-    attack: name, sent, cpuS: s1.cpuS - s0.cpuS, lagMaxMs: s1.lagMaxMs, pingMaxMs: ping.max, pingLost: ping.lost,
-    rssAfterMb: mem.rssMb, counters: counters(s1),
+    attack: name,
+    sent,
+    cpuS: s1.cpuS - s0.cpuS,
+    lagMaxMs: s1.lagMaxMs,
+    pingMaxMs: ping.max,
+    pingLost: ping.lost,
+    rssAfterMb: mem.rssMb,
+    counters: counters(s1),
   }
-  log(`${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s, victim CPU ${row.cpuS.toFixed(2)} s, longest stall ${row.lagMaxMs.toFixed(0)} ms, ` +
-    `ping max ${ping.max.toFixed(1)} ms (${ping.lost} lost of ${ping.n + ping.lost}), RSS ${mem.rssMb.toFixed(0)} MB, heap ${mem.heapMb.toFixed(0)} MB; ${row.counters}`)
+  log(
+    `${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s, victim CPU ${row.cpuS.toFixed(2)} s, longest stall ${row.lagMaxMs.toFixed(0)} ms, ` +
+      `ping max ${ping.max.toFixed(1)} ms (${ping.lost} lost of ${ping.n + ping.lost}), RSS ${mem.rssMb.toFixed(0)} MB, heap ${mem.heapMb.toFixed(0)} MB; ${row.counters}`,
+  )
   return row
 }
 
@@ -69,7 +77,7 @@ export function evictionCost(n: number): { perPutUs: number; stored: number } {
 async function main(): Promise<void> {
   const victim = await Victim.start()
   log(`victim on 127.0.0.1:${victim.port}, id ${victim.id}`)
-  const attacker = await Attacker.open({ targetPort: victim.port, readCount: async () => (await victim.stats()).node.datagramsIn })
+  const attacker = await Attacker.open({ targetPort: victim.port, readCount: async () => (await victim.stats()).node.datagramsIn! })
   const prober = await Prober.open(victim.port)
   const rows: AttackRow[] = []
   try {
@@ -77,27 +85,65 @@ async function main(): Promise<void> {
     let id = 1n
 
     // 1. costly signatures: 6 datagrams of 50 junk-signed values, owner keys with a 3071-bit public exponent
-    rows.push(await attackPhase(victim, prober, 'costly signatures', '6 puts × 50 values (huge e)', async () => {
-      const msgs = Array.from({ length: 6 }, () => attacker.putMessage(randomHash(), Array.from({ length: 50 }, () => junkSignedValue(id++, hugeExponentKey()))))
-      log(`  put datagrams of ${msgs.map((m) => (m.length / 1024).toFixed(0)).join(', ')} KB`)
-      await attacker.send(msgs, { batch: 1, slack: 0 })
-    }, (s) => `rejected keys ${s.node.rejectedKeys ?? '-'}, verify drops ${s.node.verifyDrops ?? '-'}, values ${s.node.values}`))
+    rows.push(
+      await attackPhase(
+        victim,
+        prober,
+        'costly signatures',
+        '6 puts × 50 values (huge e)',
+        async () => {
+          const msgs = Array.from({ length: 6 }, () =>
+            attacker.putMessage(
+              randomHash(),
+              Array.from({ length: 50 }, () => junkSignedValue(id++, hugeExponentKey())),
+            ),
+          )
+          log(`  put datagrams of ${msgs.map((m) => (m.length / 1024).toFixed(0)).join(', ')} KB`)
+          await attacker.send(msgs, { batch: 1, slack: 0 })
+        },
+        (s) => `rejected keys ${s.node.rejectedKeys ?? '-'}, verify drops ${s.node.verifyDrops ?? '-'}, values ${s.node.values}`,
+      ),
+    )
 
     // 2. decryption flood: 4 datagrams of 100 junk 512-byte cyphers at the victim's connection-request key
-    rows.push(await attackPhase(victim, prober, 'decryption flood', '4 puts × 100 junk cyphers', async () => {
-      const msgs = Array.from({ length: 4 }, () => attacker.putMessage(victim.peerKeys[0]!, Array.from({ length: 100 }, () => junkEncryptedValue(id++, 512))))
-      await attacker.send(msgs, { batch: 1, slack: 0 })
-    }, (s) => `undecryptable ${s.secure.droppedUndecryptable}, dropped decryptions ${s.secure.droppedDecryptions ?? '-'}`))
+    rows.push(
+      await attackPhase(
+        victim,
+        prober,
+        'decryption flood',
+        '4 puts × 100 junk cyphers',
+        async () => {
+          const msgs = Array.from({ length: 4 }, () =>
+            attacker.putMessage(
+              victim.peerKeys[0]!,
+              Array.from({ length: 100 }, () => junkEncryptedValue(id++, 512)),
+            ),
+          )
+          await attacker.send(msgs, { batch: 1, slack: 0 })
+        },
+        (s) => `undecryptable ${s.secure.droppedUndecryptable}, dropped decryptions ${s.secure.droppedDecryptions ?? '-'}`,
+      ),
+    )
 
     // 3. spoofed listen pushes: 1,400 values of 60 KB pushed to the victim's listen socket ids (given to the attacker)
     const sids = (await victim.stats()).sids
     log(`  listen socket ids: ${sids.join(', ')}; the victim's own request tids seen by the attacker: ${attacker.seenTids.slice(0, 4).join(', ')}`)
-    rows.push(await attackPhase(victim, prober, 'spoofed listen pushes', '1,400 × 60 KB values', async () => {
-      function* pushes() {
-        for (let i = 0; i < 1400; i++) yield* attacker.pushMessages(sids[i % sids.length]!, [junkEncryptedValue(id++, 60_000)])
-      }
-      await attacker.send(pushes(), { batch: 48, slack: 96 })
-    }, (s) => `ignored pushes ${s.node.ignoredPushes ?? '-'}, rate-limited ${s.node.rateLimitedDrops}, undecryptable ${s.secure.droppedUndecryptable}, dropped decryptions ${s.secure.droppedDecryptions ?? '-'}`))
+    rows.push(
+      await attackPhase(
+        victim,
+        prober,
+        'spoofed listen pushes',
+        '1,400 × 60 KB values',
+        async () => {
+          function* pushes() {
+            for (let i = 0; i < 1400; i++) yield* attacker.pushMessages(sids[i % sids.length]!, [junkEncryptedValue(id++, 60_000)])
+          }
+          await attacker.send(pushes(), { batch: 48, slack: 96 })
+        },
+        (s) =>
+          `ignored pushes ${s.node.ignoredPushes ?? '-'}, rate-limited ${s.node.rateLimitedDrops}, undecryptable ${s.secure.droppedUndecryptable}, dropped decryptions ${s.secure.droppedDecryptions ?? '-'}`,
+      ),
+    )
   } finally {
     prober.close()
     await attacker.close()
@@ -111,7 +157,9 @@ async function main(): Promise<void> {
   const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-')
   console.log('\nattack                  sent                          victim CPU s  longest stall ms  ping max ms  pings lost  RSS after MB  counters')
   for (const r of rows) {
-    console.log(`${r.attack.padEnd(23)} ${r.sent.padEnd(29)} ${f(r.cpuS, 2).padStart(12)}  ${f(r.lagMaxMs).padStart(16)}  ${f(r.pingMaxMs, 1).padStart(11)}  ${String(r.pingLost).padStart(10)}  ${f(r.rssAfterMb).padStart(12)}  ${r.counters}`)
+    console.log(
+      `${r.attack.padEnd(23)} ${r.sent.padEnd(29)} ${f(r.cpuS, 2).padStart(12)}  ${f(r.lagMaxMs).padStart(16)}  ${f(r.pingMaxMs, 1).padStart(11)}  ${String(r.pingLost).padStart(10)}  ${f(r.rssAfterMb).padStart(12)}  ${r.counters}`,
+    )
   }
   console.log(`storage put at the full quota: ${f(ev.perPutUs, 1)} µs per put with ${ev.stored} values stored`)
   const json: Record<string, unknown> = { bench: 'dht-attack' }
@@ -129,8 +177,11 @@ async function main(): Promise<void> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  main().then(() => process.exit(0), (err) => {
-    console.error(`[bench dht-attack] failed: ${(err as Error).stack ?? err}`)
-    process.exit(1)
-  })
+  main().then(
+    () => process.exit(0),
+    (err) => {
+      console.error(`[bench dht-attack] failed: ${(err as Error).stack ?? err}`)
+      process.exit(1)
+    },
+  )
 }

@@ -98,7 +98,9 @@ async function loadPhase(start: (noLimit: boolean) => Promise<Target>, noLimit: 
       const g = process.cpuUsage(g0)
       const genCpuPct = ((g.user + g.system) / 1e3 / r.elapsedMs) * 100
       rows.push({ ...r, node: target.name, limits: noLimit ? 'off' : 'default', cpuS: cpu, cpuSPer100k: r.answered ? (cpu / r.answered) * 1e5 : NaN, genCpuPct })
-      log(`${target.name} limits=${noLimit ? 'off' : 'default'} ${kind}: ${Math.round(r.answeredPerSec)} req/s, cpu ${cpu.toFixed(2)} s, load generator ${genCpuPct.toFixed(0)}% CPU`)
+      log(
+        `${target.name} limits=${noLimit ? 'off' : 'default'} ${kind}: ${Math.round(r.answeredPerSec)} req/s, cpu ${cpu.toFixed(2)} s, load generator ${genCpuPct.toFixed(0)}% CPU`,
+      )
     }
   } finally {
     await target.stop()
@@ -229,9 +231,15 @@ async function underAttack(): Promise<AttackResult> {
     }
     const quiet = await measure('quiet')
     const s0 = await victim.stats()
-    flood = spawn(process.execPath, ['--import', 'tsx', resolve(ROOT, 'scripts/bench/dht-flood.ts'), String(victim.port), victim.peerKeys[0]!.toString('hex'), String(FLOOD_RATE), '600000'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    flood = spawn(
+      process.execPath,
+      ['--import', 'tsx', resolve(ROOT, 'scripts/bench/dht-flood.ts'), String(victim.port), victim.peerKeys[0]!.toString('hex'), String(FLOOD_RATE), '600000'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
     let floodOut = ''
-    flood.stdout!.on('data', (d) => { floodOut += d })
+    flood.stdout!.on('data', (d) => {
+      floodOut += d
+    })
     await until(() => floodOut.includes('ready'), 30_000)
     await new Promise((r) => setTimeout(r, 1000)) // the flood is under way
     const attacked = await measure('attack')
@@ -240,13 +248,21 @@ async function underAttack(): Promise<AttackResult> {
     await exited
     const line = floodOut.split('\n').find((l) => l.startsWith('{'))
     const s1 = await victim.stats()
-    const n = (k: string) => ((s1.node as Record<string, number>)[k] ?? 0) - ((s0.node as Record<string, number>)[k] ?? 0)
+    const n = (k: string) => (s1.node[k] ?? 0) - (s0.node[k] ?? 0)
     const sec = (k: string) => (s1.secure[k] ?? 0) - (s0.secure[k] ?? 0)
     return {
-      quiet, attacked, failures, flood: line ? JSON.parse(line) : undefined,
+      quiet,
+      attacked,
+      failures,
+      flood: line ? (JSON.parse(line) as AttackResult['flood']) : undefined,
       victim: {
-        verifyDrops: n('verifyDrops'), rejectedKeys: n('rejectedKeys'), badSignatures: n('badSignatures'), rateLimitedDrops: n('rateLimitedDrops'),
-        droppedDecryptions: sec('droppedDecryptions'), decryptions: sec('decryptions'), cpuS: s1.cpuS - s0.cpuS,
+        verifyDrops: n('verifyDrops'),
+        rejectedKeys: n('rejectedKeys'),
+        badSignatures: n('badSignatures'),
+        rateLimitedDrops: n('rateLimitedDrops'),
+        droppedDecryptions: sec('droppedDecryptions'),
+        decryptions: sec('decryptions'),
+        cpuS: s1.cpuS - s0.cpuS,
       },
     }
   } finally {
@@ -259,12 +275,18 @@ async function underAttack(): Promise<AttackResult> {
 function printAttack(a: AttackResult, json: Record<string, unknown>): void {
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : '-')
   console.log('\nlegitimate get from a victim (RSA-4096 SecureDht listening) median ms   p95 ms   samples')
-  console.log(`quiet                                                         ${f(pct(a.quiet, 50)).padStart(9)}  ${f(pct(a.quiet, 95)).padStart(7)}  ${String(a.quiet.length).padStart(7)}`)
-  console.log(`under attack (127.0.0.2 flooding at ${FLOOD_RATE} req/s)                  ${f(pct(a.attacked, 50)).padStart(9)}  ${f(pct(a.attacked, 95)).padStart(7)}  ${String(a.attacked.length).padStart(7)}`)
+  console.log(
+    `quiet                                                         ${f(pct(a.quiet, 50)).padStart(9)}  ${f(pct(a.quiet, 95)).padStart(7)}  ${String(a.quiet.length).padStart(7)}`,
+  )
+  console.log(
+    `under attack (127.0.0.2 flooding at ${FLOOD_RATE} req/s)                  ${f(pct(a.attacked, 50)).padStart(9)}  ${f(pct(a.attacked, 95)).padStart(7)}  ${String(a.attacked.length).padStart(7)}`,
+  )
   const fl = a.flood
-  console.log(`flood: ${fl ? `${fl.requests} requests (${fl.values} junk values) in ${fl.seconds} s = ${fl.requestsPerSecond} req/s` : 'no report'}; ` +
-    `victim: ${a.victim.badSignatures} verified (bad), ${a.victim.verifyDrops} verifications dropped, ${a.victim.decryptions} decryptions, ` +
-    `${a.victim.droppedDecryptions} decryptions dropped, ${a.victim.rateLimitedDrops} requests rate-limited, ${f(a.victim.cpuS, 2)} CPU s; failed gets ${a.failures}`)
+  console.log(
+    `flood: ${fl ? `${fl.requests} requests (${fl.values} junk values) in ${fl.seconds} s = ${fl.requestsPerSecond} req/s` : 'no report'}; ` +
+      `victim: ${a.victim.badSignatures} verified (bad), ${a.victim.verifyDrops} verifications dropped, ${a.victim.decryptions} decryptions, ` +
+      `${a.victim.droppedDecryptions} decryptions dropped, ${a.victim.rateLimitedDrops} requests rate-limited, ${f(a.victim.cpuS, 2)} CPU s; failed gets ${a.failures}`,
+  )
   json.quiet_get_ms_median = Number(f(pct(a.quiet, 50)))
   json.quiet_get_ms_p95 = Number(f(pct(a.quiet, 95)))
   json.under_attack_get_ms_median = a.attacked.length ? Number(f(pct(a.attacked, 50))) : null
@@ -303,13 +325,22 @@ async function main() {
     )
   }
   console.log(`\n${NET_SIZE}-node local network           median ms   p95 ms   samples  failures`)
-  console.log(`dhtnet get (search to completion)  ${f(pct(net.get, 50), 1).padStart(9)}  ${f(pct(net.get, 95), 1).padStart(7)}  ${String(net.get.length).padStart(7)}  ${net.failures}`)
-  console.log(`dhtnet put → listen notification   ${f(pct(net.putListen, 50), 1).padStart(9)}  ${f(pct(net.putListen, 95), 1).padStart(7)}  ${String(net.putListen.length).padStart(7)}`)
-  console.log(`dhtnode put → listen (baseline)    ${f(pct(dnet.putListen, 50), 1).padStart(9)}  ${f(pct(dnet.putListen, 95), 1).padStart(7)}  ${String(dnet.putListen.length).padStart(7)}  ${dnet.failures}`)
+  console.log(
+    `dhtnet get (search to completion)  ${f(pct(net.get, 50), 1).padStart(9)}  ${f(pct(net.get, 95), 1).padStart(7)}  ${String(net.get.length).padStart(7)}  ${net.failures}`,
+  )
+  console.log(
+    `dhtnet put → listen notification   ${f(pct(net.putListen, 50), 1).padStart(9)}  ${f(pct(net.putListen, 95), 1).padStart(7)}  ${String(net.putListen.length).padStart(7)}`,
+  )
+  console.log(
+    `dhtnode put → listen (baseline)    ${f(pct(dnet.putListen, 50), 1).padStart(9)}  ${f(pct(dnet.putListen, 95), 1).padStart(7)}  ${String(dnet.putListen.length).padStart(7)}  ${dnet.failures}`,
+  )
 
   const pick = (node: string, limits: string, kind: string) => rows.find((r) => r.node === node && r.limits === limits && r.kind === kind)
   const json: Record<string, unknown> = { bench: 'dht' }
-  for (const [node, tag] of [['dhtnet-node', 'ours'], ['dhtnode', 'dhtnode']] as const) {
+  for (const [node, tag] of [
+    ['dhtnet-node', 'ours'],
+    ['dhtnode', 'dhtnode'],
+  ] as const) {
     for (const limits of ['default', 'off']) {
       for (const kind of ['ping', 'get']) {
         const r = pick(node, limits, kind)

@@ -19,18 +19,26 @@ const attacker = await Attacker.open({ targetPort: Number(port), address: '127.0
 await attacker.getToken()
 const owner = ordinaryKey(4096)
 let id = BigInt(Date.now()) * 1000n
-let sent = 0, values = 0, bytes = 0
-let stop = false
-process.on('SIGTERM', () => { stop = true })
+let sent = 0,
+  values = 0,
+  bytes = 0
+let stop = false as boolean // set by SIGTERM
+process.on('SIGTERM', () => {
+  stop = true
+})
 process.stdout.write('ready\n')
 const t0 = performance.now()
 while (!stop && performance.now() - t0 < durationMs) {
   const due = Math.floor(((performance.now() - t0) / 1000) * rate)
   const sends: Promise<void>[] = []
   while (sent < due) {
-    const msg = sent % 2 === 0
-      ? attacker.putMessage(randomHash(), Array.from({ length: 4 }, () => junkSignedValue(id++, owner, 512)))
-      : attacker.putMessage(peerKey, [junkEncryptedValue(id++, 512)])
+    const msg =
+      sent % 2 === 0
+        ? attacker.putMessage(
+            randomHash(),
+            Array.from({ length: 4 }, () => junkSignedValue(id++, owner, 512)),
+          )
+        : attacker.putMessage(peerKey, [junkEncryptedValue(id++, 512)])
     values += sent % 2 === 0 ? 4 : 1
     bytes += msg.length
     sends.push(attacker.raw(msg))

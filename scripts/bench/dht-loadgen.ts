@@ -58,9 +58,18 @@ function queryTemplate(kind: 'ping' | 'get', id: Buffer, key: Buffer, network: n
     out.set(head, 0)
     let p = head.length
     if (t < 0x80) out[p++] = t
-    else if (t < 0x100) { out[p++] = 0xcc; out[p++] = t }
-    else if (t < 0x10000) { out[p++] = 0xcd; out.writeUInt16BE(t, p); p += 2 }
-    else { out[p++] = 0xce; out.writeUInt32BE(t, p); p += 4 }
+    else if (t < 0x100) {
+      out[p++] = 0xcc
+      out[p++] = t
+    } else if (t < 0x10000) {
+      out[p++] = 0xcd
+      out.writeUInt16BE(t, p)
+      p += 2
+    } else {
+      out[p++] = 0xce
+      out.writeUInt32BE(t, p)
+      p += 4
+    }
     out.set(tail, p)
     return out.subarray(0, p + tail.length)
   }
@@ -74,20 +83,61 @@ function skipObject(b: Buffer, pos: number): number {
     const h = b[pos++]!
     left--
     if (h <= 0x7f || h >= 0xe0 || h === 0xc0 || h === 0xc2 || h === 0xc3) continue
-    if (h <= 0x8f) { left += (h & 0x0f) * 2; continue }
-    if (h <= 0x9f) { left += h & 0x0f; continue }
-    if (h <= 0xbf) { pos += h & 0x1f; continue }
+    if (h <= 0x8f) {
+      left += (h & 0x0f) * 2
+      continue
+    }
+    if (h <= 0x9f) {
+      left += h & 0x0f
+      continue
+    }
+    if (h <= 0xbf) {
+      pos += h & 0x1f
+      continue
+    }
     switch (h) {
-      case 0xc4: case 0xd9: pos += 1 + (b[pos] ?? 0); break
-      case 0xc5: case 0xda: pos += 2 + (pos + 2 <= b.length ? b.readUInt16BE(pos) : 0); break
-      case 0xc6: case 0xdb: pos += 4 + (pos + 4 <= b.length ? b.readUInt32BE(pos) : 0); break
-      case 0xcc: case 0xd0: pos += 1; break
-      case 0xcd: case 0xd1: pos += 2; break
-      case 0xca: case 0xce: case 0xd2: pos += 4; break
-      case 0xcb: case 0xcf: case 0xd3: pos += 8; break
-      case 0xdc: if (pos + 2 > b.length) return -1; left += b.readUInt16BE(pos); pos += 2; break
-      case 0xde: if (pos + 2 > b.length) return -1; left += b.readUInt16BE(pos) * 2; pos += 2; break
-      default: return -1 // ext types and 32-bit containers: not in these replies
+      case 0xc4:
+      case 0xd9:
+        pos += 1 + (b[pos] ?? 0)
+        break
+      case 0xc5:
+      case 0xda:
+        pos += 2 + (pos + 2 <= b.length ? b.readUInt16BE(pos) : 0)
+        break
+      case 0xc6:
+      case 0xdb:
+        pos += 4 + (pos + 4 <= b.length ? b.readUInt32BE(pos) : 0)
+        break
+      case 0xcc:
+      case 0xd0:
+        pos += 1
+        break
+      case 0xcd:
+      case 0xd1:
+        pos += 2
+        break
+      case 0xca:
+      case 0xce:
+      case 0xd2:
+        pos += 4
+        break
+      case 0xcb:
+      case 0xcf:
+      case 0xd3:
+        pos += 8
+        break
+      case 0xdc:
+        if (pos + 2 > b.length) return -1
+        left += b.readUInt16BE(pos)
+        pos += 2
+        break
+      case 0xde:
+        if (pos + 2 > b.length) return -1
+        left += b.readUInt16BE(pos) * 2
+        pos += 2
+        break
+      default:
+        return -1 // ext types and 32-bit containers: not in these replies
     }
   }
   return pos <= b.length ? pos : -1
@@ -98,7 +148,8 @@ function replyHeader(b: Buffer): { t: number; y: string } | undefined {
   const h = b[0]
   if (h === undefined || (h & 0xf0) !== 0x80) return undefined
   let pos = 1
-  let t = -1, y = ''
+  let t = -1,
+    y = ''
   for (let i = 0; i < (h & 0x0f); i++) {
     const k = b[pos]
     if (k === 0xa1 && (b[pos + 1] === 0x74 || b[pos + 1] === 0x79)) {
@@ -135,7 +186,10 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   const window = opts.window ?? 16
   const timeoutMs = opts.timeoutMs ?? 400
   const key = randomBytes(20)
-  let sent = 0, answered = 0, errors = 0, lost = 0
+  let sent = 0,
+    answered = 0,
+    errors = 0,
+    lost = 0
   const latencies: number[] = []
   let stopping = false
   const sockets: dgram.Socket[] = []
@@ -234,4 +288,3 @@ export function cpuSeconds(pid: number, ticksPerSec = 100): number {
   // fields[0] is field 3 (state); utime is field 14, stime field 15
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSec
 }
-

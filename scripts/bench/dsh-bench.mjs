@@ -55,11 +55,19 @@ function start(name, cmd, args, options = {}) {
 async function stopAll() {
   const all = [...children]
   for (const c of all) c.kill('SIGTERM')
-  await Promise.all(all.map((c) => new Promise((r) => {
-    if (c.exitCode !== null || c.signalCode !== null) return r()
-    const t = setTimeout(() => c.kill('SIGKILL'), 3000)
-    c.once('exit', () => { clearTimeout(t); r() })
-  })))
+  await Promise.all(
+    all.map(
+      (c) =>
+        new Promise((r) => {
+          if (c.exitCode !== null || c.signalCode !== null) return r()
+          const t = setTimeout(() => c.kill('SIGKILL'), 3000)
+          c.once('exit', () => {
+            clearTimeout(t)
+            r()
+          })
+        }),
+    ),
+  )
 }
 
 function stats(samples) {
@@ -119,13 +127,23 @@ async function benchDsh() {
     const ch = await node.connect(id, protocol.SESSION_CHANNEL)
     const out = new PassThrough()
     out.on('data', (b) => (bulkBytes += b.length))
-    bulk = new SessionClient(ch, { binary: 'sh', args: ['-c', 'exec cat /dev/zero'], env: {}, pty: null }, { stdin: new PassThrough(), stdout: out, stderr: new PassThrough() }, log)
+    bulk = new SessionClient(
+      ch,
+      { binary: 'sh', args: ['-c', 'exec cat /dev/zero'], env: {}, pty: null },
+      { stdin: new PassThrough(), stdout: out, stderr: new PassThrough() },
+      log,
+    )
     bulkStarted = performance.now()
   }
   const ch = await node.connect(id, protocol.SESSION_CHANNEL)
   const stdin = new PassThrough()
   const stdout = new PassThrough()
-  const interactive = new SessionClient(ch, { binary: 'sh', args: ['-c', 'stty raw -echo; echo ready; exec cat'], env: {}, pty: { term: 'xterm', rows: 24, cols: 80 } }, { stdin, stdout, stderr: new PassThrough() }, log)
+  const interactive = new SessionClient(
+    ch,
+    { binary: 'sh', args: ['-c', 'stty raw -echo; echo ready; exec cat'], env: {}, pty: { term: 'xterm', rows: 24, cols: 80 } },
+    { stdin, stdout, stderr: new PassThrough() },
+    log,
+  )
   await new Promise((resolve) => {
     let seen = ''
     const on = (b) => {
@@ -161,11 +179,43 @@ async function benchSsh() {
   writeFileSync(join(dir, 'authorized_keys'), readFileSync(`${userKey}.pub`))
   chmodSync(join(dir, 'authorized_keys'), 0o600)
   const port = 20000 + ((process.pid * 7) % 20000)
-  writeFileSync(join(dir, 'sshd_config'), [`Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PermitRootLogin prohibit-password', 'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', 'PidFile none', ''].join('\n'))
+  writeFileSync(
+    join(dir, 'sshd_config'),
+    [
+      `Port ${port}`,
+      'ListenAddress 127.0.0.1',
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'PidFile none',
+      '',
+    ].join('\n'),
+  )
   const sshd = start('sshd', '/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')])
   await sshd.waitFor(/Server listening on 127\.0\.0\.1 port/, 20_000)
   const control = join(dir, 'control')
-  const base = ['-F', '/dev/null', '-i', userKey, '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'StrictHostKeyChecking=accept-new', '-o', 'BatchMode=yes', '-p', String(port), '-S', control]
+  const base = [
+    '-F',
+    '/dev/null',
+    '-i',
+    userKey,
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    `UserKnownHostsFile=${join(dir, 'known_hosts')}`,
+    '-o',
+    'StrictHostKeyChecking=accept-new',
+    '-o',
+    'BatchMode=yes',
+    '-p',
+    String(port),
+    '-S',
+    control,
+  ]
   const master = start('ssh master', 'ssh', [...base, '-M', '-N', 'root@127.0.0.1'])
   for (let i = 0; i < 100 && spawnSync('ssh', [...base, '-O', 'check', 'root@127.0.0.1']).status !== 0; i++) await new Promise((r) => setTimeout(r, 100))
   let bulkBytes = 0
@@ -194,23 +244,28 @@ try {
   const ss = s ? stats(s.samples) : undefined
   console.log(`keystroke round trip through the remote pty, ${KEYS} bytes, ${BULK ? 'with' : 'without'} a bulk session on the same connection`)
   console.log('                     median ms    p99 ms    min ms    max ms   bulk MB/s')
-  const row = (name, st, mbps) => console.log(`${name.padEnd(20)} ${String(ms(st.median)).padStart(9)} ${String(ms(st.p99)).padStart(9)} ${String(ms(st.min)).padStart(9)} ${String(ms(st.max)).padStart(9)} ${String(Math.round(mbps)).padStart(11)}`)
+  const row = (name, st, mbps) =>
+    console.log(
+      `${name.padEnd(20)} ${String(ms(st.median)).padStart(9)} ${String(ms(st.p99)).padStart(9)} ${String(ms(st.min)).padStart(9)} ${String(ms(st.max)).padStart(9)} ${String(Math.round(mbps)).padStart(11)}`,
+    )
   row('dsh', ds, d.bulkMBps)
   if (ss) row('ssh localhost', ss, s.bulkMBps)
   else console.log('ssh localhost        (OpenSSH not installed: no baseline)')
   console.log(`(dsh sessions shared ${d.connections} connection${d.connections === 1 ? '' : 's'})`)
-  console.log(JSON.stringify({
-    bench: 'dsh',
-    keys: KEYS,
-    bulk: BULK,
-    keystroke_median_ms: ms(ds.median),
-    keystroke_p99_ms: ms(ds.p99),
-    bulk_MBps: Math.round(d.bulkMBps),
-    ssh_keystroke_median_ms: ss ? ms(ss.median) : null,
-    ssh_keystroke_p99_ms: ss ? ms(ss.p99) : null,
-    ssh_bulk_MBps: s ? Math.round(s.bulkMBps) : null,
-    connections: d.connections,
-  }))
+  console.log(
+    JSON.stringify({
+      bench: 'dsh',
+      keys: KEYS,
+      bulk: BULK,
+      keystroke_median_ms: ms(ds.median),
+      keystroke_p99_ms: ms(ds.p99),
+      bulk_MBps: Math.round(d.bulkMBps),
+      ssh_keystroke_median_ms: ss ? ms(ss.median) : null,
+      ssh_keystroke_p99_ms: ss ? ms(ss.p99) : null,
+      ssh_bulk_MBps: s ? Math.round(s.bulkMBps) : null,
+      connections: d.connections,
+    }),
+  )
 } finally {
   await stopAll()
   rmSync(tmp, { recursive: true, force: true })

@@ -131,7 +131,7 @@ function ping(addr) {
 function threadCpu(pids, node = true) {
   const out = {}
   for (const pid of pids) {
-    let tasks = []
+    let tasks
     try {
       tasks = readdirSync(`/proc/${pid}/task`)
     } catch {
@@ -177,7 +177,13 @@ async function withDvpn(transport, mtu, fn) {
   }
   const server = start('dvpn -l', A, process.execPath, [DVPN, '-l', '-a', '-b', `${addrA}:${port}`, '--no-upnp', '--transport', transport, '--verbose'], home('server'))
   const id = (await server.waitFor(/^id ([0-9a-f]{40})$/m, 60_000))[1]
-  const client = start('dvpn', B, process.execPath, [DVPN, '-b', `${addrA}:${port}`, '--no-upnp', '--transport', transport, '--verbose', ...(mtu ? ['--mtu', String(mtu)] : []), id], home('client'))
+  const client = start(
+    'dvpn',
+    B,
+    process.execPath,
+    [DVPN, '-b', `${addrA}:${port}`, '--no-upnp', '--transport', transport, '--verbose', ...(mtu ? ['--mtu', String(mtu)] : []), id],
+    home('client'),
+  )
   const m = await client.waitFor(/connected: \S+ (\S+) ↔ (\S+), \S+ ↔ \S+; MTU (\d+)/, 60_000)
   const path = (client.output.match(/path: (.*)/) ?? [])[1]
   try {
@@ -210,7 +216,11 @@ async function withWireguard(fn) {
     }
     const mtu = Number(/mtu (\d+)/.exec(sh('ip', ['-n', A, 'link', 'show', names[0]]))?.[1])
     inNs(B, 'ping', ['-c', '2', '-i', '0.2', '10.253.0.1'])
-    return await fn('10.253.0.1', wgs.map((w) => w.child.pid), { mtu })
+    return await fn(
+      '10.253.0.1',
+      wgs.map((w) => w.child.pid),
+      { mtu },
+    )
   } finally {
     for (const w of wgs) await w.stop()
   }
@@ -281,7 +291,9 @@ const rows = [
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)))
 console.log(rows.map((r) => r.map((c, i) => String(c).padEnd(widths[i])).join('  ')).join('\n'))
 console.log(`paths: auto = ${meta.auto?.path ?? '?'}; webrtc = ${meta.webrtc?.path ?? '?'}`)
-console.log(`${ROUNDS} rounds of ${SECONDS} s, ${PINGS} pings at 5 ms. CPU: js = the Node thread (our code, node-datachannel's send, TLS on the ICE-TCP path, and the kernel's work for what we write into the TUN), rtc = libdatachannel's RTC workers (SCTP, DTLS), juice = libjuice's UDP poll thread, other = libuv/V8 helpers`)
+console.log(
+  `${ROUNDS} rounds of ${SECONDS} s, ${PINGS} pings at 5 ms. CPU: js = the Node thread (our code, node-datachannel's send, TLS on the ICE-TCP path, and the kernel's work for what we write into the TUN), rtc = libdatachannel's RTC workers (SCTP, DTLS), juice = libjuice's UDP poll thread, other = libuv/V8 helpers`,
+)
 const r = (x) => Math.round(x)
 const ms = (x) => +x.toFixed(3)
 console.log(

@@ -36,8 +36,14 @@ test('ensureIdentity: first run creates a CA and a device identity and says wher
   assert.deepEqual(readdirSync(join(dir, 'id')).sort(), ['device.crt', 'device.pem'])
   assert.equal(statSync(first.keyPath).mode & 0o777, 0o600)
   assert.equal(statSync(join(dir, 'ca', 'ca.pem')).mode & 0o777, 0o600)
-  assert.ok(lines.some((l) => l.includes(join(dir, 'ca')) && l.includes('CA')), lines.join('\n'))
-  assert.ok(lines.some((l) => l.includes(first.certPath) && l.includes(first.identity.id)), lines.join('\n'))
+  assert.ok(
+    lines.some((l) => l.includes(join(dir, 'ca')) && l.includes('CA')),
+    lines.join('\n'),
+  )
+  assert.ok(
+    lines.some((l) => l.includes(first.certPath) && l.includes(first.identity.id)),
+    lines.join('\n'),
+  )
   const out = execFileSync('openssl', ['verify', '-CAfile', join(dir, 'ca', 'ca.crt'), first.certPath]).toString()
   assert.match(out, /OK/)
 
@@ -124,7 +130,11 @@ test('a private key others may read: a loud warning by default, KEY_PERMISSIONS 
   const none: string[] = []
   await loadIdentity({ ...files, onWarning: (m) => none.push(m) })
   assert.deepEqual(none, [])
-  for (const [mode, who] of [[0o640, /its group can read/], [0o644, /every user of this machine can read/], [0o602, /every user of this machine can change/]] as const) {
+  for (const [mode, who] of [
+    [0o640, /its group can read/],
+    [0o644, /every user of this machine can read/],
+    [0o602, /every user of this machine can change/],
+  ] as const) {
     chmodSync(made.keyPath, mode)
     const warnings: string[] = []
     const id = await loadIdentity({ ...files, onWarning: (m) => warnings.push(m) })

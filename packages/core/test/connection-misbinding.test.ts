@@ -21,7 +21,7 @@ before(async () => {
 
 after(async () => {
   await stopRelay?.()
-  await net?.close()
+  await (net as TestNet | undefined)?.close() // undefined when before() failed
 })
 
 /** M: a relay that re-signs A's requests for B and B's answers for A. */

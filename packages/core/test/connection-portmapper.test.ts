@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createSocket, type Socket } from 'node:dgram'
 import { once } from 'node:events'
-import type { ChannelSocket } from '../src/mux/native/channel-socket.js'
+import type { StreamChannel } from '../src/mux/mux.js'
 import type { DatagramChannel } from '../src/mux/native/datagram-channel.js'
 import { PortMapper } from '../src/nat/port-mapper.js'
 import { livePeerConnections } from '../src/transport/webrtc/native.js'
@@ -46,15 +46,15 @@ async function fakeGateway(refuse: boolean): Promise<FakeGateway> {
   return { port: s.address().port, maps, close: () => new Promise<void>((r) => s.close(() => r())) }
 }
 
-function echo(_peer: string, _name: string, socket: ChannelSocket | DatagramChannel): void {
-  if ('pipe' in socket && !(socket as ChannelSocket).initiator) {
-    const s = socket as ChannelSocket
+function echo(_peer: string, _name: string, socket: StreamChannel | DatagramChannel): void {
+  if ('pipe' in socket && !socket.initiator) {
+    const s = socket
     s.on('error', () => {})
     s.pipe(s)
   }
 }
 
-async function roundTrip(sock: ChannelSocket, text: string): Promise<string> {
+async function roundTrip(sock: StreamChannel, text: string): Promise<string> {
   sock.write(text)
   let got = ''
   while (got.length < text.length) got += String((await once(sock, 'data'))[0])
@@ -70,7 +70,7 @@ before(async () => {
 })
 
 after(async () => {
-  await net?.close()
+  await (net as TestNet | undefined)?.close() // undefined when before() failed
   await Promise.all(mappers.map((m) => m.close()))
   await Promise.all(gateways.map((g) => g.close()))
   assert.equal(livePeerConnections(), 0)
@@ -106,6 +106,9 @@ test('a gateway that refuses the mapping does not fail the connect', async () =>
   const sock = await alice.cm.connectDevice(bob.identity.id, 'echo')
   assert.equal(await roundTrip(sock, 'no mapping, still connected'), 'no mapping, still connected')
   assert.equal(gw.maps.length, 1, 'a mapping was asked for')
-  assert.ok(logs.some((l) => /UPnP: no mapping .*MAPPING_FAILED/.test(l)), `the failure was logged: ${logs.filter((l) => l.includes('UPnP')).join('\n')}`)
+  assert.ok(
+    logs.some((l) => /UPnP: no mapping .*MAPPING_FAILED/.test(l)),
+    `the failure was logged: ${logs.filter((l) => l.includes('UPnP')).join('\n')}`,
+  )
   assert.equal(mapper.mappings.length, 0)
 })

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { isDhtnetError } from '../src/errors.js'
-import type { ChannelSocket } from '../src/mux/native/channel-socket.js'
+import type { StreamChannel } from '../src/mux/mux.js'
 import { TestNet, type TestDevice } from './helpers/testnet.js'
 
 let net: TestNet
@@ -19,11 +19,11 @@ before(async () => {
 })
 
 after(async () => {
-  await net?.close()
+  await (net as TestNet | undefined)?.close() // undefined when before() failed
 })
 
 /** Write `total` bytes of a non-repeating pattern with backpressure; resolves with their SHA-256. */
-async function writePattern(s: ChannelSocket, total: number): Promise<string> {
+async function writePattern(s: StreamChannel, total: number): Promise<string> {
   const hash = createHash('sha256')
   const block = Buffer.alloc(1024 * 1024)
   for (let i = 0; i < block.length; i += 4) block.writeUInt32LE((i * 2654435761) >>> 0, i)
@@ -100,7 +100,7 @@ test('real process: connect by 40-hex id; peer killed mid-transfer → every cha
   assert.notEqual(results, 'bound', 'some channel never ended after the peer died')
   for (const r of results as Array<{ code: string | undefined; at: number }>) {
     assert.ok(r.code, 'every channel ends with an error, not a clean close')
-    assert.ok(['PEER_UNREACHABLE', 'CONNECTION_CLOSED'].includes(r.code!), `unexpected error code ${r.code}`)
+    assert.ok(['PEER_UNREACHABLE', 'CONNECTION_CLOSED'].includes(r.code), `unexpected error code ${r.code}`)
   }
   const worst = Math.max(...(results as Array<{ at: number }>).map((r) => r.at - killedAt))
   process.stderr.write(`all 4 channels errored ${worst.toFixed(0)} ms after the kill (dead-peer timeout 1500 ms)\n`)

@@ -43,8 +43,7 @@ function attempt(transport: TransportName): { attempt: Attempt; closed: () => bo
 
 const relayed = (t: TransportName): FakeLink => new FakeLink(t, { transport: t, candidatePair: 'host/relay', relay: t === 'ice-tcp' ? 'tcp' : 'udp' })
 const direct = (t: TransportName): FakeLink => new FakeLink(t, { transport: t, candidatePair: 'srflx/srflx' })
-const later = <T>(ms: number, value: T | Error): Promise<T> =>
-  new Promise((resolve, reject) => setTimeout(() => (value instanceof Error ? reject(value) : resolve(value)), ms))
+const later = <T>(ms: number, value: T | Error): Promise<T> => new Promise((resolve, reject) => setTimeout(() => (value instanceof Error ? reject(value) : resolve(value)), ms))
 
 test('a relayed link waits for the direct one another transport brings within the grace', async () => {
   const tcp = attempt('ice-tcp')
@@ -68,7 +67,7 @@ test('a relayed link wins at once when the other transport fails, and at the gra
   const relay = relayed('ice-tcp')
   const d1 = new Deadline(10_000, 'test')
   const t0 = performance.now()
-  const first = await firstLink([a.attempt, b.attempt], (x) => (x === a.attempt ? later(20, relay) : later(100, new DhtnetError('UDP_BLOCKED', 'no UDP'))), d1, 2000)
+  const first = await firstLink([a.attempt, b.attempt], (x) => (x === a.attempt ? later(20, relay) : later<Link>(100, new DhtnetError('UDP_BLOCKED', 'no UDP'))), d1, 2000)
   d1.dispose()
   assert.equal(first.link, relay)
   assert.ok(performance.now() - t0 < 1000, 'no need to wait once nothing else can come')

@@ -27,7 +27,10 @@ test('a request as msgpack-c writes it (small id as positive fixint, no extensio
 
 test('malformed requests are refused with BAD_REQUEST naming the problem', () => {
   const bad = (x: unknown, re: RegExp) =>
-    assert.throws(() => decodeRequest(x instanceof Uint8Array ? x : msgpackEncode(x)), (e: unknown) => isDhtnetError(e, 'BAD_REQUEST') && re.test(e.message))
+    assert.throws(
+      () => decodeRequest(x instanceof Uint8Array ? x : msgpackEncode(x)),
+      (e: unknown) => isDhtnetError(e, 'BAD_REQUEST') && re.test(e.message),
+    )
   bad(Buffer.alloc(0), /no data/)
   bad(Buffer.from([0x85, 0xa2, 0x69]), /not msgpack/) // truncated
   bad([1, 2, 3], /not a map/)

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { createHash, randomBytes } from 'node:crypto'
 import { isDhtnetError } from '../src/errors.js'
-import type { ChannelSocket } from '../src/mux/native/channel-socket.js'
+import type { StreamChannel } from '../src/mux/mux.js'
 import type { DatagramChannel } from '../src/mux/native/datagram-channel.js'
 import { issueCertificate } from '../src/identity/certificate.js'
 import { makeIdentity } from '../src/identity/identity.js'
@@ -20,14 +20,14 @@ let alice: TestDevice
 let bob: TestDevice
 
 /** bob's services: echo*, half-close "reverse", "paused" (never read), "dgram" datagram echo; declines "secret". */
-function bobReady(_peer: string, name: string, socket: ChannelSocket | DatagramChannel): void {
+function bobReady(_peer: string, name: string, socket: StreamChannel | DatagramChannel): void {
   if ('initiator' in socket && socket.initiator) return
   if (!('pipe' in socket)) {
-    const d = socket as DatagramChannel
+    const d = socket
     d.on('message', (m: Buffer) => d.send(Buffer.concat([Buffer.from('dg:'), m])))
     return
   }
-  const s = socket as ChannelSocket
+  const s = socket
   s.on('error', () => {})
   if (name.startsWith('echo')) s.pipe(s)
   else if (name === 'reverse') {
@@ -53,16 +53,16 @@ before(async () => {
 })
 
 after(async () => {
-  await net?.close()
+  await (net as TestNet | undefined)?.close() // undefined when before() failed
   // every peer connection of this file is gone: the native threads can be released
   assert.equal(livePeerConnections(), 0)
 })
 
-async function roundTrip(sock: ChannelSocket, text: string): Promise<string> {
+async function roundTrip(sock: StreamChannel, text: string): Promise<string> {
   sock.write(text)
   let got = ''
   while (got.length < text.length) {
-    const [data] = await once(sock, 'data')
+    const [data] = (await once(sock, 'data')) as [Buffer]
     got += String(data)
   }
   return got
@@ -87,7 +87,13 @@ test('connect by 40-hex id and by 64-hex id; both share one connection', async (
   assert.match(conns[0]!.candidatePair ?? '', /^host\//)
   assert.match(conns[0]!.remoteAddress ?? '', /^127\.0\.0\.1:\d+$/)
   assert.ok(conns[0]!.bytesOut > 0 && conns[0]!.bytesIn > 0)
-  assert.deepEqual(alice.cm.channels(conns[0]!).map((c) => c.name).sort(), ['echo-1', 'echo-2'])
+  assert.deepEqual(
+    alice.cm
+      .channels(conns[0]!)
+      .map((c) => c.name)
+      .sort(),
+    ['echo-1', 'echo-2'],
+  )
   // the peer sees the same single connection, as responder
   const theirs = bob.cm.connections(alice.identity.id)
   assert.equal(theirs.length, 1)
@@ -109,7 +115,7 @@ test('by certificate; uniqueName returns the live channel; datagram channel', as
   a.destroy()
 })
 
-test('channel declined with the peer\'s reason; unknown id → CERT_NOT_FOUND; bad ids; noNewSocket', async () => {
+test("channel declined with the peer's reason; unknown id → CERT_NOT_FOUND; bad ids; noNewSocket", async () => {
   await assert.rejects(alice.cm.connectDevice(bob.identity.id, 'secret'), (e: unknown) => isDhtnetError(e, 'CHANNEL_DECLINED') && /secret is not served/.test(e.message))
   // the connection survives a declined channel
   const s = await alice.cm.connectDevice(bob.identity.id, 'echo-after-decline')
@@ -215,7 +221,10 @@ test('concurrent connectDevice calls share one connection; isConnecting while pe
   assert.equal(erin.cm.connections().length, 1)
   assert.equal(bob.cm.connections(erin.identity.id).length, 1)
   const replies = await Promise.all(sockets.map((s, i) => roundTrip(s, `msg-${i}`)))
-  assert.deepEqual(replies, names.map((_, i) => `msg-${i}`))
+  assert.deepEqual(
+    replies,
+    names.map((_, i) => `msg-${i}`),
+  )
   for (const s of sockets) s.destroy()
   // forceNewSocket opens a second connection
   const extra = await erin.cm.connectDevice(bob.identity.id, 'echo-forced', { forceNewSocket: true })
@@ -314,7 +323,8 @@ test('a C++ DHTNet peer (an answer without our extension) is reached over ICE-TC
       if (v.userType !== 'peer_request' || !v.owner) continue
       const req = decodeRequest(v.data)
       if (req.isAnswer) continue
-      const iceMsg = 'Xy1z\nsomepasswordsomepassword\nHc0a800a5 1 TCP 2130706431 127.0.0.1 43613 typ host tcptype passive\nHc0a800a5 1 TCP 2130706431 127.0.0.1 9 typ host tcptype active\n'
+      const iceMsg =
+        'Xy1z\nsomepasswordsomepassword\nHc0a800a5 1 TCP 2130706431 127.0.0.1 43613 typ host tcptype passive\nHc0a800a5 1 TCP 2130706431 127.0.0.1 9 typ host tcptype active\n'
       void dht.putEncrypted(SecureDht.peerKey(createHash256(v.owner)), createPublicKey({ key: v.owner, format: 'der', type: 'spki' }), {
         data: encodeRequest({ id: req.id, iceMsg, isAnswer: true, connType: '' }),
         userType: 'peer_request',
@@ -354,7 +364,7 @@ test('a connection that dies before the channel is accepted: the request is retr
     },
   })
   const judy = await net.addDevice('judy')
-  const pending = [judy.cm.connectDevice(ivan.identity.id, 'echo-retried-a'), judy.cm.connectDevice(ivan.identity.id, 'echo-retried-b')]
+  const pending = [judy.cm.connectDevice(ivan.identity.id, 'echo-retried-a'), judy.cm.connectDevice(ivan.identity.id, 'echo-retried-b')] as const
   for (let i = 0; i < 200 && asked < 2; i++) await new Promise((r) => setTimeout(r, 10))
   assert.equal(asked, 2)
   const first = judy.cm.connections(ivan.identity.id)[0]!

@@ -40,7 +40,10 @@ async function legitimateWork(tag: string): Promise<void> {
   assert.equal(await legit.put(`legit-put-${tag}`, { type: 0, data: Buffer.from(tag) }), true, 'the victim acknowledged a legitimate put')
   await victim.request({ op: 'put', key: `victim-value-${tag}`, text: `v-${tag}` })
   const got = await legit.get(`victim-value-${tag}`, { signal: AbortSignal.timeout(20_000) })
-  assert.ok(got.some((v) => v.data?.toString() === `v-${tag}`), 'the victim served a legitimate get')
+  assert.ok(
+    got.some((v) => v.data?.toString() === `v-${tag}`),
+    'the victim served a legitimate get',
+  )
 }
 
 before(async () => {
@@ -48,38 +51,48 @@ before(async () => {
   legit = new DhtNode({ port: 0, bindIpv4: '127.0.0.1', bindIpv6: false, discovery: false, bootstrap: [`127.0.0.1:${victim.port}`] })
   await legit.start()
   alice = new SecureDht(legit, makeTestIdentity('alice', 2048))
-  await until('the two nodes know each other', async () => legit.stats().good4 >= 1 && (await victim.stats()).node.good4 >= 1)
-  attacker = await Attacker.open({ targetPort: victim.port, readCount: async () => (await victim.stats()).node.datagramsIn })
+  await until('the two nodes know each other', async () => legit.stats().good4 >= 1 && (await victim.stats()).node.good4! >= 1)
+  attacker = await Attacker.open({ targetPort: victim.port, readCount: async () => (await victim.stats()).node.datagramsIn! })
   await attacker.getToken()
   baseline = await victim.stats(true)
 })
 
 after(async () => {
-  alice?.close()
-  await attacker?.close()
-  await legit?.stop()
-  await victim?.stop()
+  // each is undefined when before() failed before making it
+  ;(alice as SecureDht | undefined)?.close()
+  await (attacker as Attacker | undefined)?.close()
+  await (legit as DhtNode | undefined)?.stop()
+  await (victim as Victim | undefined)?.stop()
 })
 
 test('costly signatures: keys outside the policy are refused unverified, junk signatures are verified within the per-IP budget', async () => {
   const s0 = await victim.stats()
   const t0 = performance.now()
   // 6 put datagrams of 50 values each whose owner key has a 3071-bit public exponent (~10 ms per verification)
-  const huge = Array.from({ length: 6 }, () => attacker.putMessage(randomHash(), Array.from({ length: 50 }, () => junkSignedValue(nextId++, hugeExponentKey()))))
+  const huge = Array.from({ length: 6 }, () =>
+    attacker.putMessage(
+      randomHash(),
+      Array.from({ length: 50 }, () => junkSignedValue(nextId++, hugeExponentKey())),
+    ),
+  )
   // and 6 of 50 values with an acceptable RSA-4096 key and random signatures
   const owner = ordinaryKey(4096)
-  const plausible = Array.from({ length: 6 }, () => attacker.putMessage(randomHash(), Array.from({ length: 50 }, () => junkSignedValue(nextId++, owner, 512))))
+  const plausible = Array.from({ length: 6 }, () =>
+    attacker.putMessage(
+      randomHash(),
+      Array.from({ length: 50 }, () => junkSignedValue(nextId++, owner, 512)),
+    ),
+  )
   const work = legitimateWork('sig')
   await attacker.send([...huge, ...plausible], { batch: 1, slack: 0 })
   await work
   const elapsedS = (performance.now() - t0) / 1000
   const s1 = await until('the victim has counted the 600 values', async () => {
     const s = await victim.stats()
-    const n = s.node as Record<string, number>
-    return n.rejectedKeys! - (s0.node as Record<string, number>).rejectedKeys! + n.verifyDrops! - (s0.node as Record<string, number>).verifyDrops! +
-      n.badSignatures! - (s0.node as Record<string, number>).badSignatures! >= 600 ? s : undefined
+    const n = s.node
+    return n.rejectedKeys! - s0.node.rejectedKeys! + n.verifyDrops! - s0.node.verifyDrops! + n.badSignatures! - s0.node.badSignatures! >= 600 ? s : undefined
   })
-  const d = (k: string) => (s1.node as Record<string, number>)[k]! - (s0.node as Record<string, number>)[k]!
+  const d = (k: string) => s1.node[k]! - s0.node[k]!
   console.log(`costly signatures: rejected keys ${d('rejectedKeys')}, verify drops ${d('verifyDrops')}, bad signatures ${d('badSignatures')} in ${elapsedS.toFixed(1)} s`)
   assert.equal(d('rejectedKeys'), 300)
   assert.equal(d('rejectedKeys') + d('verifyDrops') + d('badSignatures'), 600)
@@ -92,7 +105,12 @@ test('costly signatures: keys outside the policy are refused unverified, junk si
 test('decryption flood: junk cyphers at the connection-request key cost a bounded number of RSA operations; a legitimate request is heard', async () => {
   const s0 = await victim.stats()
   // 4 put datagrams of 100 junk 512-byte cyphers (an RSA-4096 private operation each, if we let them)
-  const msgs = Array.from({ length: 4 }, () => attacker.putMessage(victim.peerKeys[0]!, Array.from({ length: 100 }, () => junkEncryptedValue(nextId++, 512))))
+  const msgs = Array.from({ length: 4 }, () =>
+    attacker.putMessage(
+      victim.peerKeys[0]!,
+      Array.from({ length: 100 }, () => junkEncryptedValue(nextId++, 512)),
+    ),
+  )
   const sent = attacker.send(msgs, { batch: 1, slack: 0 })
   // a legitimate peer encrypts a connection request to the victim during the flood
   await alice.putEncrypted(victim.peerKeys[0]!, victim.longId, { type: 0, data: Buffer.from('{"id":1}'), userType: 'peer_request' })
@@ -102,10 +120,14 @@ test('decryption flood: junk cyphers at the connection-request key cost a bounde
     const s = await victim.stats()
     return s.heard > s0.heard ? s : undefined
   })
-  const settled = await until('the decryption queue drained', async () => {
-    const s = await victim.stats()
-    return s.secure.decryptQueue === 0 ? s : undefined
-  }, 60_000)
+  const settled = await until(
+    'the decryption queue drained',
+    async () => {
+      const s = await victim.stats()
+      return s.secure.decryptQueue === 0 ? s : undefined
+    },
+    60_000,
+  )
   const d = (k: string) => settled.secure[k]! - s0.secure[k]!
   console.log(`decryption flood: heard ${s1.heard - s0.heard}, decryptions ${d('decryptions')}, dropped ${d('droppedDecryptions')}, undecryptable ${d('droppedUndecryptable')}`)
   assert.equal(s1.heard - s0.heard, 1)
@@ -115,12 +137,12 @@ test('decryption flood: junk cyphers at the connection-request key cost a bounde
   assert.equal(d('droppedUndecryptable') + d('droppedDecryptions'), 400)
 })
 
-test('spoofed listen pushes: pushes to the victim\'s listen socket ids from a node the listen did not go to are ignored before reassembly', async () => {
+test("spoofed listen pushes: pushes to the victim's listen socket ids from a node the listen did not go to are ignored before reassembly", async () => {
   const s0 = await victim.stats()
   // the worst case: the attacker knows the socket ids, and claims the id of the node the listens went to
   const sids = s0.sids
   assert.ok(sids.length >= 2)
-  const spoofer = await Attacker.open({ targetPort: victim.port, id: legit.nodeIdBytes, readCount: async () => (await victim.stats()).node.datagramsIn })
+  const spoofer = await Attacker.open({ targetPort: victim.port, id: legit.nodeIdBytes, readCount: async () => (await victim.stats()).node.datagramsIn! })
   try {
     // 8 KB values (7 datagrams each), sent below the per-IP rate limit so that every push is judged on what it is
     // (scripts/bench/dht-attack.ts sends 1,400 pushes of 60 KB as fast as the victim reads)
@@ -137,10 +159,12 @@ test('spoofed listen pushes: pushes to the victim\'s listen socket ids from a no
   }
   const s1 = await until('the victim counted the pushes', async () => {
     const s = await victim.stats()
-    return s.node.ignoredPushes as number - (s0.node.ignoredPushes as number) >= 400 ? s : undefined
+    return s.node.ignoredPushes! - s0.node.ignoredPushes! >= 400 ? s : undefined
   })
-  const ignored = (s1.node.ignoredPushes as number) - (s0.node.ignoredPushes as number)
-  console.log(`spoofed pushes: ignored ${ignored}, rate-limited ${(s1.node.rateLimitedDrops as number) - (s0.node.rateLimitedDrops as number)}, decryptions ${s1.secure.decryptions! - s0.secure.decryptions!}`)
+  const ignored = s1.node.ignoredPushes! - s0.node.ignoredPushes!
+  console.log(
+    `spoofed pushes: ignored ${ignored}, rate-limited ${s1.node.rateLimitedDrops! - s0.node.rateLimitedDrops!}, decryptions ${s1.secure.decryptions! - s0.secure.decryptions!}`,
+  )
   assert.equal(ignored, 400)
   assert.equal(s1.secure.decryptions, s0.secure.decryptions, 'no decryption for a spoofed push')
   assert.equal(s1.heard, s0.heard)
@@ -154,7 +178,9 @@ test('after the attacks the victim holds little: heap + buffers after gc within 
   await new Promise((r) => setTimeout(r, 11_000))
   const s = await victim.stats(true)
   const grew = s.heapMb + s.externalMb - (baseline.heapMb + baseline.externalMb)
-  console.log(`victim memory: heap ${baseline.heapMb.toFixed(1)} → ${s.heapMb.toFixed(1)} MB, buffers ${baseline.externalMb.toFixed(1)} → ${s.externalMb.toFixed(1)} MB, RSS ${baseline.rssMb.toFixed(0)} → ${s.rssMb.toFixed(0)} MB, partials ${s.node.partialMessages}`)
+  console.log(
+    `victim memory: heap ${baseline.heapMb.toFixed(1)} → ${s.heapMb.toFixed(1)} MB, buffers ${baseline.externalMb.toFixed(1)} → ${s.externalMb.toFixed(1)} MB, RSS ${baseline.rssMb.toFixed(0)} → ${s.rssMb.toFixed(0)} MB, partials ${s.node.partialMessages}`,
+  )
   assert.ok(grew < 32, `heap + buffers grew by ${grew.toFixed(1)} MB`)
   assert.ok(s.rssMb - baseline.rssMb < 128, `RSS grew by ${(s.rssMb - baseline.rssMb).toFixed(0)} MB`)
   assert.equal(s.node.partialMessages, 0)

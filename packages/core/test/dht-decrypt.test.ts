@@ -17,7 +17,9 @@ import { makeTestIdentity } from './dht-value-fixtures.js'
 const alice = makeTestIdentity('alice', 2048)
 const bob = makeTestIdentity('bob', 2048)
 const schedulers: DecryptScheduler[] = []
-after(async () => { await Promise.all(schedulers.map((s) => s.close())) })
+after(async () => {
+  await Promise.all(schedulers.map((s) => s.close()))
+})
 
 function scheduler(limits: ConstructorParameters<typeof DecryptScheduler>[2] = {}): DecryptScheduler {
   const s = new DecryptScheduler(bob, new PublicKeyCache(), limits)
@@ -63,11 +65,17 @@ test('one source floods: its queue is bounded (the excess dropped and counted), 
   const s = scheduler({ perSource: 4, perLane: 1000, overall: 1000, maxQueuedPerSource: 8 })
   const lane = s.lane()
   const order: string[] = []
-  const flood = Array.from({ length: 50 }, () => s.submit(junk(), lane, '10.6.6.6').then((o) => { order.push(`flood:${o.ok ? 'ok' : o.reason}`) }))
+  const flood = Array.from({ length: 50 }, () =>
+    s.submit(junk(), lane, '10.6.6.6').then((o) => {
+      order.push(`flood:${o.ok ? 'ok' : o.reason}`)
+    }),
+  )
   // one started at once, 8 wait, 41 dropped
   assert.equal(s.stats().droppedDecryptions, 41)
   assert.equal(s.stats().queued, 8)
-  const mine = s.submit(legit('from another source'), lane, '10.1.1.1').then((o) => { order.push(`legit:${o.ok}`) })
+  const mine = s.submit(legit('from another source'), lane, '10.1.1.1').then((o) => {
+    order.push(`legit:${o.ok}`)
+  })
   await Promise.all([...flood, mine])
   const handled = order.filter((x) => x !== 'flood:dropped')
   assert.equal(handled.length, 10)

@@ -18,7 +18,18 @@ const sockets: dgram.Socket[] = []
 
 after(async () => {
   await Promise.all(started.map((n) => n.stop()))
-  await Promise.all(sockets.map((s) => new Promise<void>((r) => { try { s.close(() => r()) } catch { r() } })))
+  await Promise.all(
+    sockets.map(
+      (s) =>
+        new Promise<void>((r) => {
+          try {
+            s.close(() => r())
+          } catch {
+            r()
+          }
+        }),
+    ),
+  )
 })
 
 async function udp(address = '127.0.0.1'): Promise<dgram.Socket> {
@@ -41,43 +52,79 @@ function* hostile(count: number): Generator<Buffer> {
   const enc = new WireEncoder({ myId: id, userAgent: 'fuzz', network: 0, isClient: false })
   const tok = Buffer.alloc(32)
   const valid = [
-    enc.ping(1), enc.find(2, randomHash(), 3), enc.get(3, randomHash(), undefined, 1),
-    enc.listen(4, randomHash(), tok, 5), enc.refresh(5, randomHash(), 7n, tok),
+    enc.ping(1),
+    enc.find(2, randomHash(), 3),
+    enc.get(3, randomHash(), undefined, 1),
+    enc.listen(4, randomHash(), tok, 5),
+    enc.refresh(5, randomHash(), 7n, tok),
     enc.put(6, randomHash(), packValue({ id: 9n, type: 0, data: Buffer.alloc(100) }), undefined, tok).msg,
     ...enc.put(7, randomHash(), packValue({ id: 10n, type: 0, data: Buffer.alloc(3000) }), undefined, tok).parts,
-    enc.updateIds('exp', 3, tok, [1n], 1, 9), enc.error(8, 401, 'x'),
+    enc.updateIds('exp', 3, tok, [1n], 1, 9),
+    enc.error(8, 401, 'x'),
     enc.nodesValues(9, Buffer.from([127, 0, 0, 1]), Buffer.alloc(26), Buffer.alloc(38), tok, [packValue({ id: 1n, type: 0, data: Buffer.alloc(10) })]).msg,
   ]
-  const weird: unknown[] = [null, true, -1, 2 ** 40, 1.5, 'str', '', Buffer.alloc(0), Buffer.alloc(19), Buffer.alloc(21), Buffer.alloc(5000),
-    [], [1, 2], {}, { a: 1 }, 0xffffffff, -(2 ** 40), new Array(100).fill(0), 'ping', 'q', 'r', { o: -1, d: 'x' }]
+  const weird: unknown[] = [
+    null,
+    true,
+    -1,
+    2 ** 40,
+    1.5,
+    'str',
+    '',
+    Buffer.alloc(0),
+    Buffer.alloc(19),
+    Buffer.alloc(21),
+    Buffer.alloc(5000),
+    [],
+    [1, 2],
+    {},
+    { a: 1 },
+    0xffffffff,
+    -(2 ** 40),
+    new Array(100).fill(0),
+    'ping',
+    'q',
+    'r',
+    { o: -1, d: 'x' },
+  ]
   const keys = ['y', 'q', 't', 'a', 'r', 'e', 'p', 'u', 'v', 'n', 's']
   const args = ['id', 'h', 'target', 'q', 'token', 'vid', 'n4', 'n6', 'sa', 'c', 'values', 'exp', 're', 'fileds', 'w', 've', 'sid']
   let seed = 12345
-  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed % n
+  }
   for (let i = 0; i < count; i++) {
     const kind = i % 8
     const base = valid[rnd(valid.length)]!
     if (kind === 0) yield randomBytes(1 + rnd(200))
-    else if (kind === 1) yield base.subarray(0, rnd(base.length)) // truncated
-    else if (kind === 2) { // bit flips
+    else if (kind === 1)
+      yield base.subarray(0, rnd(base.length)) // truncated
+    else if (kind === 2) {
+      // bit flips
       const b = Buffer.from(base)
-      for (let k = 0; k < 1 + rnd(4); k++) b[rnd(b.length)] ^= 1 << rnd(8)
+      for (let k = 0; k < 1 + rnd(4); k++) b[rnd(b.length)]! ^= 1 << rnd(8)
       yield b
-    } else if (kind === 3) { // type confusion at the top level
+    } else if (kind === 3) {
+      // type confusion at the top level
       const o: Record<string, unknown> = { y: 'q', q: ['ping', 'find', 'get', 'put', 'listen', 'refresh', 'update'][rnd(7)], t: rnd(1000), a: { id } }
       o[keys[rnd(keys.length)]!] = weird[rnd(weird.length)]
       yield packr.pack(o)
-    } else if (kind === 4) { // type confusion inside the arguments
+    } else if (kind === 4) {
+      // type confusion inside the arguments
       const a: Record<string, unknown> = { id, h: randomHash(), token: tok }
       for (let k = 0; k < 1 + rnd(3); k++) a[args[rnd(args.length)]!] = weird[rnd(weird.length)]
       yield packr.pack({ y: rnd(2) ? 'q' : 'r', q: ['get', 'put', 'listen', 'refresh', 'update', 'find'][rnd(6)], t: rnd(1000), a, r: rnd(3) ? undefined : a })
-    } else if (kind === 5) { // oversized
+    } else if (kind === 5) {
+      // oversized
       yield Buffer.concat([base, randomBytes(1000 + rnd(60_000))])
-    } else if (kind === 6) { // declared lengths far beyond the datagram, deep nesting
+    } else if (kind === 6) {
+      // declared lengths far beyond the datagram, deep nesting
       const hdrs = ['dfffffffff', 'ddffffffff', 'c6ffffffff', 'dbffffffff', 'de ffff'.replace(' ', '')]
       if (rnd(2)) yield Buffer.from(hdrs[rnd(hdrs.length)]! + '00', 'hex')
       else yield Buffer.concat([Buffer.alloc(5000, 0x91), Buffer.from([0xc0])])
-    } else { // fragments for unknown or bogus partial messages
+    } else {
+      // fragments for unknown or bogus partial messages
       yield packr.pack({ y: 'p', t: rnd(50), p: { [rnd(70000)]: { o: rnd(1 << 20), d: randomBytes(1 + rnd(1300)) } } })
     }
   }
@@ -93,7 +140,11 @@ test('fuzz: 100,000 malformed, truncated, oversized and type-confused datagrams;
   let batch: Promise<void>[] = []
   for (const d of hostile(100_000)) {
     // also check that the decoder never returns something half-read: it parses or throws
-    try { decodeMessage(d) } catch { /* expected for most */ }
+    try {
+      decodeMessage(d)
+    } catch {
+      /* expected for most */
+    }
     batch.push(new Promise<void>((r) => s.send(d, target.port, '127.0.0.1', () => r())))
     sent++
     if (batch.length >= 200) {

@@ -149,7 +149,9 @@ export class DhtnodeProcess {
 /** Values printed by dhtnode (`\tValue[id:… data(text/plain):"…"]`), in order. */
 export function parseDhtnodeValues(text: string): Array<{ id: string; signed: boolean; decrypted: boolean; userType?: string; text?: string; raw: string }> {
   const out = []
-  for (const m of text.matchAll(/Value\[id:([0-9a-f]+) (signed \(v\d+\) )?(decrypted )?(?:data(?:\(([^)]*)\))?:("(?:[^"\\]|\\.)*"|[0-9a-f]*|\d+ bytes)|Certificate|encrypted )?[^\]]*\]/g)) {
+  for (const m of text.matchAll(
+    /Value\[id:([0-9a-f]+) (signed \(v\d+\) )?(decrypted )?(?:data(?:\(([^)]*)\))?:("(?:[^"\\]|\\.)*"|[0-9a-f]*|\d+ bytes)|Certificate|encrypted )?[^\]]*\]/g,
+  )) {
     const body = m[5]
     out.push({
       id: m[1]!,

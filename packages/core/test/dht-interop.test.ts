@@ -26,8 +26,7 @@ let Z: DhtNode | undefined
 let sx: SecureDht | undefined
 const xId = makeTestIdentity('interop-x', 2048)
 
-const ourNode = (bootstrap: string[] = []) =>
-  new DhtNode({ port: 0, bindIpv4: '127.0.0.1', bindIpv6: false, bootstrap, discovery: false, requestFirstWaitMs: 300 })
+const ourNode = (bootstrap: string[] = []) => new DhtNode({ port: 0, bindIpv4: '127.0.0.1', bindIpv6: false, bootstrap, discovery: false, requestFirstWaitMs: 300 })
 
 async function until<T>(what: string | (() => string), fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs
@@ -47,12 +46,16 @@ function knows(node: DhtNode, id: string): boolean {
 async function dhtnodeGet(p: DhtnodeProcess, key: string, pred: (vals: ReturnType<typeof parseDhtnodeValues>) => boolean, timeoutMs = 15_000) {
   let last: ReturnType<typeof parseDhtnodeValues> = []
   let lastOut = ''
-  return until(() => `dhtnode g ${key}: ${JSON.stringify(last)}\n${lastOut}`, async () => {
-    const out = await p.command(`g ${key}`, /Get: (completed|failure)/)
-    lastOut = out
-    last = parseDhtnodeValues(out)
-    return pred(last) ? last : undefined
-  }, timeoutMs)
+  return until(
+    () => `dhtnode g ${key}: ${JSON.stringify(last)}\n${lastOut}`,
+    async () => {
+      const out = await p.command(`g ${key}`, /Get: (completed|failure)/)
+      lastOut = out
+      last = parseDhtnodeValues(out)
+      return pred(last) ? last : undefined
+    },
+    timeoutMs,
+  )
 }
 
 async function ourGet(get: () => Promise<DhtValue[]>, pred: (v: DhtValue) => boolean, what: string): Promise<DhtValue> {
@@ -105,9 +108,17 @@ test('our put is read back by dhtnode; its put is read back by us', { skip }, as
   await dhtnodeGet(A!, 'interop-plain', (vals) => vals.some((v) => v.text === 'hello-from-typescript'))
   const out = await B!.command('p interop-from-b hello-from-dhtnode', /Put: (success|failure)/)
   assert.match(out, /Put: success/)
-  const v = await ourGet(() => Y!.get('interop-from-b'), (x) => x.data?.toString() === 'hello-from-dhtnode', 'Y gets the dhtnode value')
+  const v = await ourGet(
+    () => Y!.get('interop-from-b'),
+    (x) => x.data?.toString() === 'hello-from-dhtnode',
+    'Y gets the dhtnode value',
+  )
   assert.equal(v.userType, 'text/plain')
-  await ourGet(() => X!.get('interop-from-b'), (x) => x.data?.toString() === 'hello-from-dhtnode', 'X gets the dhtnode value')
+  await ourGet(
+    () => X!.get('interop-from-b'),
+    (x) => x.data?.toString() === 'hello-from-dhtnode',
+    'X gets the dhtnode value',
+  )
 })
 
 test('signed values both ways', { skip }, async () => {
@@ -118,7 +129,11 @@ test('signed values both ways', { skip }, async () => {
   const out = await B!.command('s interop-signed-b signed-by-dhtnode', /Put signed: (success|failure)/, 30_000)
   assert.match(out, /Put signed: success/)
   const before = sx!.stats().verified
-  const v = await ourGet(() => sx!.get('interop-signed-b'), (x) => x.data?.toString() === 'signed-by-dhtnode', 'SecureDht gets the signed value')
+  const v = await ourGet(
+    () => sx!.get('interop-signed-b'),
+    (x) => x.data?.toString() === 'signed-by-dhtnode',
+    'SecureDht gets the signed value',
+  )
   assert.equal(keyId(v.owner!).toString('hex'), B!.keyId, 'owner is B’s key')
   assert.ok(sx!.stats().verified > before)
   assert.equal(sx!.stats().droppedForged, 0)
@@ -155,7 +170,11 @@ test('encrypted values both ways', { skip }, async () => {
   assert.ok(onA.every((v) => v.text !== 'secret-from-typescript'))
   const out = await B!.command(`e interop-enc-b ${xId.id} secret-from-dhtnode`, /Put encrypted: (success|failure)/, 30_000)
   assert.match(out, /Put encrypted: success/)
-  const v = await ourGet(() => sx!.get('interop-enc-b'), (x) => x.data?.toString() === 'secret-from-dhtnode', 'SecureDht decrypts the dhtnode value')
+  const v = await ourGet(
+    () => sx!.get('interop-enc-b'),
+    (x) => x.data?.toString() === 'secret-from-dhtnode',
+    'SecureDht decrypts the dhtnode value',
+  )
   assert.equal(v.recipient!.toString('hex'), xId.id)
   assert.equal(keyId(v.owner!).toString('hex'), B!.keyId)
   // a node of ours without the key sees only the cypher
@@ -190,8 +209,16 @@ test('fragmented values (> 600 bytes) both ways, plain and signed', { skip }, as
   assert.ok(seen.find((v) => v.text === bigSigned)!.signed)
   const bigB = 'D'.repeat(1800)
   await B!.command(`p interop-big-b ${bigB}`, /Put: (success|failure)/)
-  await ourGet(() => X!.get('interop-big-b'), (v) => v.data?.toString() === bigB, 'X gets the big dhtnode value')
-  await ourGet(() => Y!.get('interop-big-b'), (v) => v.data?.toString() === bigB, 'Y gets the big dhtnode value')
+  await ourGet(
+    () => X!.get('interop-big-b'),
+    (v) => v.data?.toString() === bigB,
+    'X gets the big dhtnode value',
+  )
+  await ourGet(
+    () => Y!.get('interop-big-b'),
+    (v) => v.data?.toString() === bigB,
+    'Y gets the big dhtnode value',
+  )
 })
 
 test('dhtnode processes stayed up and our nodes saw no malformed traffic', { skip }, () => {
@@ -218,7 +245,11 @@ test('IPv6 (::1): ping, put and get both ways', { skip }, async (t) => {
     assert.ok(await W.put('interop-v6', { type: 0, data: Buffer.from('over-ipv6'), userType: 'text/plain' }))
     await dhtnodeGet(C, 'interop-v6', (vals) => vals.some((v) => v.text === 'over-ipv6'))
     await C.command('p interop-v6-b from-dhtnode-over-ipv6', /Put: success/)
-    await ourGet(() => W.get('interop-v6-b'), (v) => v.data?.toString() === 'from-dhtnode-over-ipv6', 'W gets the IPv6 value')
+    await ourGet(
+      () => W.get('interop-v6-b'),
+      (v) => v.data?.toString() === 'from-dhtnode-over-ipv6',
+      'W gets the IPv6 value',
+    )
     assert.equal(W.stats().nodes4, 0)
     assert.ok(W.stats().nodes6 >= 1)
   } finally {
@@ -265,14 +296,26 @@ test('on the wire through a relay: listen `update`s (and replies) both ways, val
     const updates = (from: 'dhtnode' | 'ours', text: string) =>
       R.seen.filter(({ from: f, msg }) => {
         const a = msg.a as Record<string, unknown> | undefined
-        return f === from && msg.q === 'update' && Array.isArray(a?.values) &&
-          (a!.values as unknown[]).some((v) => { try { return decodeValue(v).data?.toString() === text } catch { return false } })
+        return (
+          f === from &&
+          msg.q === 'update' &&
+          Array.isArray(a?.values) &&
+          (a.values as unknown[]).some((v) => {
+            try {
+              return decodeValue(v).data?.toString() === text
+            } catch {
+              return false
+            }
+          })
+        )
       })
     const replied = (to: 'dhtnode' | 'ours', t: unknown) => R.seen.some(({ from, msg }) => from !== to && msg.y === 'r' && msg.t === t)
 
     // dhtnode → ours
     const heard: string[] = []
-    const l = U.listen('wire-listen-1', (vals, expired) => { if (!expired) heard.push(...vals.map((v) => v.data?.toString() ?? '')) })
+    const l = U.listen('wire-listen-1', (vals, expired) => {
+      if (!expired) heard.push(...vals.map((v) => v.data?.toString() ?? ''))
+    })
     await until('U’s listen reached D', () => R.seen.some(({ from, msg }) => from === 'ours' && msg.q === 'listen'))
     await new Promise((r) => setTimeout(r, 200))
     await D.command('p wire-listen-1 update-from-dhtnode', /Put: success/)
@@ -299,7 +342,11 @@ test('on the wire through a relay: listen `update`s (and replies) both ways, val
     assert.ok(fragments('ours') >= 2, `our fragments seen: ${fragments('ours')}`)
     const bigTheirs = 'H'.repeat(2500)
     await D.command(`p wire-big-2 ${bigTheirs}`, /Put: success/)
-    await ourGet(() => U.get('wire-big-2'), (v) => v.data?.toString() === bigTheirs, 'U gets the fragmented dhtnode value')
+    await ourGet(
+      () => U.get('wire-big-2'),
+      (v) => v.data?.toString() === bigTheirs,
+      'U gets the fragmented dhtnode value',
+    )
     assert.ok(fragments('dhtnode') >= 2, `dhtnode fragments seen: ${fragments('dhtnode')}`)
   } finally {
     await U.stop()

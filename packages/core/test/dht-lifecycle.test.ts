@@ -33,10 +33,13 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
 test('a node alone stores locally: put, get and listen work without peers', async () => {
   const n = await node()
   const heard: string[] = []
-  const h = n.listen('solo', (vals, expired) => heard.push(...vals.map((v) => `${expired}:${v.data}`)))
+  const h = n.listen('solo', (vals, expired) => heard.push(...vals.map((v) => `${expired}:${String(v.data)}`)))
   assert.equal(await n.put('solo', { type: 0, data: Buffer.from('alone') }), true)
   const vals = await n.get('solo')
-  assert.deepEqual(vals.map((v) => v.data?.toString()), ['alone'])
+  assert.deepEqual(
+    vals.map((v) => v.data?.toString()),
+    ['alone'],
+  )
   assert.deepEqual(heard, ['false:alone'])
   h.cancel()
   assert.equal(n.stats().values, 1)
@@ -47,16 +50,18 @@ test('stop() clears timers and closes sockets: no handle is left behind', async 
   const before = process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap' || r === 'Timeout').length
   const a = new DhtNode({ bindIpv4: '127.0.0.1', bindIpv6: '::1' })
   const b = new DhtNode({ bindIpv4: '127.0.0.1', bindIpv6: '::1', bootstrap: [] })
-  await a.start(); await b.start()
+  await a.start()
+  await b.start()
   await b.bootstrap(`127.0.0.1:${a.port}`)
   await waitFor(() => b.stats().good4 > 0, 3000)
   const h = b.listen('k', () => {})
   await b.put('k', { type: 0, data: Buffer.from('x') })
   h.cancel()
-  await a.stop(); await b.stop()
+  await a.stop()
+  await b.stop()
   await sleep(50)
   const left = process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap' || r === 'Timeout').length
-  assert.ok(left <= before, `handles before ${before}, after ${left}: ${process.getActiveResourcesInfo()}`)
+  assert.ok(left <= before, `handles before ${before}, after ${left}: ${process.getActiveResourcesInfo().join(',')}`)
   await assert.rejects(b.get('k'), (e: unknown) => isDhtnetError(e, 'DHT_STOPPED'))
   await b.stop() // idempotent
 })
@@ -65,19 +70,28 @@ test("'connected' is emitted when the first good node answers", async () => {
   const a = await node()
   const b = new DhtNode({ bindIpv4: '127.0.0.1', bindIpv6: false, bootstrap: [`127.0.0.1:${a.port}`] })
   const connected = new Promise<void>((r) => b.once('connected', () => r()))
-  await b.start(); started.push(b)
-  await Promise.race([connected, sleep(5000).then(() => { throw new Error('no connected event') })])
+  await b.start()
+  started.push(b)
+  await Promise.race([
+    connected,
+    sleep(5000).then(() => {
+      throw new Error('no connected event')
+    }),
+  ])
   assert.equal(b.stats().good4, 1)
   const rt = b.routingTable()
   assert.equal(rt[0]!.family, 4)
   assert.equal(rt[0]!.buckets.flatMap((x) => x.nodes)[0]!.id, a.nodeId)
 })
 
-test('node id from an identity is SHA-1("node:" + key id), as OpenDHT', async () => {
+test('node id from an identity is SHA-1("node:" + key id), as OpenDHT', () => {
   const kid = '256c44' + '0'.repeat(34)
   const n = new DhtNode({ identityId: kid, bindIpv4: '127.0.0.1', bindIpv6: false })
   assert.equal(n.nodeId, createHash('sha1').update(`node:${kid}`).digest('hex'))
-  assert.throws(() => new DhtNode({ identityId: 'nope' }), (e: unknown) => isDhtnetError(e, 'BAD_OPTION'))
+  assert.throws(
+    () => new DhtNode({ identityId: 'nope' }),
+    (e: unknown) => isDhtnetError(e, 'BAD_OPTION'),
+  )
 })
 
 test('persistence: the id and known nodes survive a restart, which rejoins in one round trip', async () => {
@@ -91,7 +105,7 @@ test('persistence: the id and known nodes survive a restart, which rejoins in on
   await a.stop()
   assert.ok(existsSync(path))
   assert.equal(statSync(path).mode & 0o777, 0o600)
-  const saved = JSON.parse(readFileSync(path, 'utf8'))
+  const saved = JSON.parse(readFileSync(path, 'utf8')) as { nodeId: string; nodes: unknown[] }
   assert.equal(saved.nodeId, id)
   assert.equal(saved.nodes.length, 3)
   const again = new DhtNode({ bindIpv4: '127.0.0.1', bindIpv6: false, persistPath: path })
@@ -149,7 +163,17 @@ test('protocol errors: put/listen with a wrong token get 401, get without key ge
     s.on('message', (m) => replies.push(decodeMessage(m)))
     s.send(enc.put(1, randomHash(), packValue({ id: 5n, type: 0, data: Buffer.from('x') }), undefined, Buffer.alloc(32)).msg, n.port, '127.0.0.1')
     s.send(enc.listen(2, randomHash(), Buffer.alloc(32), 9), n.port, '127.0.0.1')
-    s.send(Buffer.from(enc.get(3, Buffer.alloc(20), undefined, 1).toString('hex').replace('a168c414' + '00'.repeat(20), 'a17ac414' + '00'.repeat(20)), 'hex'), n.port, '127.0.0.1')
+    s.send(
+      Buffer.from(
+        enc
+          .get(3, Buffer.alloc(20), undefined, 1)
+          .toString('hex')
+          .replace('a168c414' + '00'.repeat(20), 'a17ac414' + '00'.repeat(20)),
+        'hex',
+      ),
+      n.port,
+      '127.0.0.1',
+    )
     assert.ok(await waitFor(() => replies.filter((r) => r.kind === 'error').length >= 3, 3000), JSON.stringify(replies.map((r) => r.kind)))
     const errs = new Map(replies.filter((r) => r.kind === 'error').map((r) => [r.tid, r]))
     assert.equal(errs.get(1)!.errorCode, 401)
@@ -172,7 +196,9 @@ test('get replies list the closest nodes as they are now: a newcomer, a node tha
     return s
   }
   try {
-    const a = await open(), b = await open(), b2 = await open()
+    const a = await open(),
+      b = await open(),
+      b2 = await open()
     const encA = new WireEncoder({ myId: randomHash(), userAgent: 't', network: 0, isClient: false })
     const idB = randomHash()
     const encB = new WireEncoder({ myId: idB, userAgent: 't', network: 0, isClient: false })
@@ -189,7 +215,10 @@ test('get replies list the closest nodes as they are now: a newcomer, a node tha
       const reply = new Promise<ReturnType<typeof decodeMessage>>((resolve) => {
         const on = (m: Buffer) => {
           const msg = decodeMessage(m)
-          if (msg.kind === 'reply' && msg.tid === t) { a.off('message', on); resolve(msg) }
+          if (msg.kind === 'reply' && msg.tid === t) {
+            a.off('message', on)
+            resolve(msg)
+          }
         }
         a.on('message', on)
       })
@@ -246,7 +275,10 @@ test('bad addresses give clear errors', async () => {
   const n = await node()
   await assert.rejects(n.bootstrap('host:notaport'), (e: unknown) => isDhtnetError(e, 'BAD_ADDRESS'))
   await assert.rejects(n.bootstrap('no-such-host.invalid:4222'), (e: unknown) => isDhtnetError(e, 'RESOLVE_FAILED'))
-  assert.throws(() => n.listen(Buffer.alloc(5), () => {}), (e: unknown) => isDhtnetError(e, 'BAD_KEY'))
+  assert.throws(
+    () => n.listen(Buffer.alloc(5), () => {}),
+    (e: unknown) => isDhtnetError(e, 'BAD_KEY'),
+  )
   await assert.rejects(n.put('big', { type: 0, data: Buffer.alloc(70_000) }), (e: unknown) => isDhtnetError(e, 'VALUE_TOO_BIG'))
   const busy = new DhtNode({ bindIpv4: '127.0.0.1', bindIpv6: false, port: n.port })
   await assert.rejects(busy.start(), (e: unknown) => isDhtnetError(e, 'BIND_FAILED'))
@@ -261,7 +293,10 @@ test('permanent put, cancelPut, and get with a WHERE query', async () => {
   assert.equal(a.getLocal('perm-key').length, 1)
   assert.ok(await b.put('perm-key', { type: 3, data: Buffer.from('other') }))
   const only = await b.get('perm-key', { query: { select: [], where: [{ field: 2, value: 3n }] } })
-  assert.deepEqual(only.map((x) => x.data?.toString()), ['other'])
+  assert.deepEqual(
+    only.map((x) => x.data?.toString()),
+    ['other'],
+  )
   assert.equal(b.cancelPut('perm-key', (v as { id?: bigint }).id!), true)
   assert.equal(b.cancelPut('perm-key', 12345n), false)
 })
@@ -272,7 +307,13 @@ test('storage side of listen: ve:1 listeners get update queries, legacy listener
   const s = dgram.createSocket('udp4')
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()))
   const msgs: ReturnType<typeof decodeMessage>[] = []
-  s.on('message', (m) => { try { msgs.push(decodeMessage(m)) } catch { /* fragments of big values are not expected here */ } })
+  s.on('message', (m) => {
+    try {
+      msgs.push(decodeMessage(m))
+    } catch {
+      /* fragments of big values are not expected here */
+    }
+  })
   const enc = new WireEncoder({ myId: randomHash(), userAgent: 't', network: 0, isClient: false })
   try {
     s.send(enc.get(1, key, undefined, 1), n.port, '127.0.0.1')
@@ -281,8 +322,27 @@ test('storage side of listen: ve:1 listeners get update queries, legacy listener
     s.send(enc.listen(2, key, token, 4242), n.port, '127.0.0.1')
     // a legacy (v0) listen: no `ve`
     const myId = Buffer.from(enc.myId)
-    const fixed = new MsgWriter().map(5).str('a').map(4).str('id').bin(myId).str('h').bin(key).str('token').bin(token).str('sid').uint(4343)
-      .str('q').str('listen').str('t').uint(3).str('y').str('q').str('v').str('t').finish()
+    const fixed = new MsgWriter()
+      .map(5)
+      .str('a')
+      .map(4)
+      .str('id')
+      .bin(myId)
+      .str('h')
+      .bin(key)
+      .str('token')
+      .bin(token)
+      .str('sid')
+      .uint(4343)
+      .str('q')
+      .str('listen')
+      .str('t')
+      .uint(3)
+      .str('y')
+      .str('q')
+      .str('v')
+      .str('t')
+      .finish()
     s.send(fixed, n.port, '127.0.0.1')
     assert.ok(await waitFor(() => msgs.some((m) => m.tid === 2) && msgs.some((m) => m.tid === 3), 3000), JSON.stringify(msgs.map((m) => [m.kind, m.tid])))
     assert.equal(n.stats().listenersRemote, 2)
@@ -308,7 +368,9 @@ test('expirations reach listeners as exp notices from the storage nodes', async 
   assert.ok(await waitFor(() => listener.stats().good4 >= 1 && storers.every((s) => s.stats().nodes4 >= 2), 5000))
   await sleep(200)
   const events: string[] = []
-  const h = listener.listen('short-lived', (vals, expired) => { for (const v of vals) events.push(`${expired}:${v.data}`) })
+  const h = listener.listen('short-lived', (vals, expired) => {
+    for (const v of vals) events.push(`${expired}:${String(v.data)}`)
+  })
   await sleep(300)
   assert.ok(await storers[1]!.put('short-lived', { type: 0, data: Buffer.from('brief') }))
   assert.ok(await waitFor(() => events.includes('false:brief'), 3000), events.join())

@@ -61,7 +61,9 @@ test('a push is taken only from the node our listen went to; a spoofer on the sa
   const listener = await node({ bootstrap: [`127.0.0.1:${storage.port}`] })
   await until('the nodes know each other', () => listener.stats().good4 >= 1 && storage.stats().nodes4 >= 1)
   const heard: Array<{ values: DhtValue[]; from: string | undefined }> = []
-  const h = listener.listen('push-key', (values, expired, from) => { if (!expired) heard.push({ values, from }) })
+  const h = listener.listen('push-key', (values, expired, from) => {
+    if (!expired) heard.push({ values, from })
+  })
   await until('the storage node has our listen', () => storage.stats().listenersRemote >= 1)
   const [sid] = sidsOf(listener)
   // the spoofer claims the storage node's id, from the same address but another port
@@ -72,7 +74,10 @@ test('a push is taken only from the node our listen went to; a spoofer on the sa
   const fake = packValue({ id: 77n, type: 0, data: Buffer.from('spoofed') })
   const key = DhtNode.infoHash('push-key')
   const before = listener.stats().ignoredPushes
-  for (const d of [enc.nodesValues(sid!, Buffer.from([127, 0, 0, 1]), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(32), [fake]).msg, enc.updateValues(5, key, sid!, [fake], undefined, Buffer.alloc(32)).msg]) {
+  for (const d of [
+    enc.nodesValues(sid!, Buffer.from([127, 0, 0, 1]), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(32), [fake]).msg,
+    enc.updateValues(5, key, sid!, [fake], undefined, Buffer.alloc(32)).msg,
+  ]) {
     spoof.send(d, listener.port, '127.0.0.1')
   }
   await until('both pushes ignored', () => listener.stats().ignoredPushes >= before + 2)
@@ -93,7 +98,10 @@ test('a listen remembers a bounded number of bytes; every value is still deliver
   let deliveries = 0
   const h = listener.listen('big-key', (values, expired) => {
     if (expired) return
-    for (const v of values) { ids.add(v.id); deliveries++ }
+    for (const v of values) {
+      ids.add(v.id)
+      deliveries++
+    }
   })
   await until('the storage node has our listen', () => storage.stats().listenersRemote >= 1)
   for (let i = 0; i < 60; i++) await storage.put('big-key', { type: 0, data: randomBytes(16_000) })

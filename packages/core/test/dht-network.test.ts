@@ -38,8 +38,7 @@ test(`${N} nodes on loopback: routing tables fill up`, () => {
 })
 
 test('every node can get what any node put', async () => {
-  await Promise.all(nodes.map((n, i) => n.put(`net-key-${i}`, { type: 0, data: Buffer.from(`value-${i}`), userType: 'text/plain' })
-    .then((ok) => assert.ok(ok, `put ${i}`))))
+  await Promise.all(nodes.map((n, i) => n.put(`net-key-${i}`, { type: 0, data: Buffer.from(`value-${i}`), userType: 'text/plain' }).then((ok) => assert.ok(ok, `put ${i}`))))
   const misses: string[] = []
   // every node reads every key, in batches to keep the loopback queue sane
   for (let reader = 0; reader < N; reader++) {
@@ -51,7 +50,7 @@ test('every node can get what any node put', async () => {
   assert.deepEqual(misses, [])
   // the values live on the nodes closest to each key, not everywhere
   const stored = nodes.map((n) => n.stats().values)
-  assert.ok(stored.reduce((a, b) => a + b, 0) < N * N, `values stored: ${stored}`)
+  assert.ok(stored.reduce((a, b) => a + b, 0) < N * N, `values stored: ${stored.join(',')}`)
 })
 
 test('get latency in the network (measured, not asserted)', async () => {
@@ -74,7 +73,9 @@ test('a listen hears a put (latency measured, not asserted)', async () => {
     const listener = nodes[(round * 7 + 3) % N]!
     const putter = nodes[(round * 11 + 5) % N]!
     let resolveHeard!: (t: number) => void
-    const heard = new Promise<number>((r) => { resolveHeard = r })
+    const heard = new Promise<number>((r) => {
+      resolveHeard = r
+    })
     const h = listener.listen(key, (vals, expired) => {
       if (!expired && vals.some((v) => v.data?.toString() === `hello-${round}`)) resolveHeard(performance.now())
     })
@@ -96,8 +97,10 @@ test('a new listen reports the values already there', async () => {
   const key = 'listen-existing'
   assert.ok(await nodes[2]!.put(key, { type: 0, data: Buffer.from('already-there') }))
   const got: string[] = []
-  const h = nodes[20]!.listen(key, (vals, expired) => { for (const v of vals) got.push(`${expired}:${v.data}`) })
-  assert.ok(await waitFor(() => got.includes('false:already-there'), 5000), `got ${got}`)
+  const h = nodes[20]!.listen(key, (vals, expired) => {
+    for (const v of vals) got.push(`${expired}:${String(v.data)}`)
+  })
+  assert.ok(await waitFor(() => got.includes('false:already-there'), 5000), `got ${got.join(',')}`)
   h.cancel()
 })
 
@@ -134,7 +137,9 @@ test('values over 600 bytes travel as fragments: put, get and listen', async () 
   const big = Buffer.alloc(5000)
   for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff
   const heard: Buffer[] = []
-  const h = nodes[6]!.listen('big-value', (vals, expired) => { if (!expired) for (const v of vals) heard.push(v.data!) })
+  const h = nodes[6]!.listen('big-value', (vals, expired) => {
+    if (!expired) for (const v of vals) heard.push(v.data!)
+  })
   await sleep(300)
   assert.ok(await nodes[12]!.put('big-value', { type: 0, data: big }))
   const got = await nodes[25]!.get('big-value')

@@ -30,7 +30,10 @@ async function until<T>(what: string, fn: () => T | undefined | false | Promise<
 before(async () => {
   for (let i = 0; i < 6; i++) {
     const n = new DhtNode({
-      port: 0, bindIpv4: '127.0.0.1', bindIpv6: false, discovery: false,
+      port: 0,
+      bindIpv4: '127.0.0.1',
+      bindIpv6: false,
+      discovery: false,
       bootstrap: i === 0 ? [] : [`127.0.0.1:${nodes[0]!.port}`],
       ...(i < 3 ? { identityId: ids[i]!.id } : {}),
     })
@@ -103,6 +106,6 @@ test('signed edits: seq increases and every node sees the newest version', async
   // a restarted SecureDht (same identity) continues the sequence from the network
   const again = new SecureDht(nodes[0]!, ids[0]!)
   const third = await again.putSigned('profile', { id: 77n, data: Buffer.from('v3') })
-  assert.equal(third.value.seq, second.value.seq! + 1)
+  assert.equal(third.value.seq, second.value.seq + 1)
   again.close()
 })

@@ -15,17 +15,17 @@ class MemoryEngine implements SecureDhtEngine {
   readonly table = new Map<string, Map<bigint, DhtValue>>()
   readonly listeners = new Map<string, Set<(v: DhtValue[], expired: boolean) => void>>()
   readonly puts: Array<{ key: string; value: DhtValue; permanent: boolean }> = []
-  async get(key: Buffer, o: { filter?: (v: DhtValue) => boolean }): Promise<DhtValue[]> {
+  get(key: Buffer, o: { filter?: (v: DhtValue) => boolean }): Promise<DhtValue[]> {
     const vals = [...(this.table.get(key.toString('hex'))?.values() ?? [])]
-    return o.filter ? vals.filter(o.filter) : vals
+    return Promise.resolve(o.filter ? vals.filter(o.filter) : vals)
   }
-  async put(key: Buffer, value: DhtValue, o: { permanent?: boolean }): Promise<boolean> {
+  put(key: Buffer, value: DhtValue, o: { permanent?: boolean }): Promise<boolean> {
     const k = key.toString('hex')
     this.puts.push({ key: k, value, permanent: o.permanent ?? false })
     if (!this.table.has(k)) this.table.set(k, new Map())
     this.table.get(k)!.set(value.id, value)
     for (const cb of this.listeners.get(k) ?? []) cb([value], false)
-    return true
+    return Promise.resolve(true)
   }
   listen(key: Buffer, cb: (v: DhtValue[], expired: boolean) => void) {
     const k = key.toString('hex')
@@ -62,7 +62,10 @@ test('start publishes the certificate chain at the key id and at SHA1(PkId), per
     assert.equal(chain[1]!.fingerprint256, ca.certificate.fingerprint256)
   }
   assert.equal(await other.findCertificate(mallory.id), null)
-  assert.throws(() => SecureDht.peerKey('xyz'), (e) => isDhtnetError(e, 'BAD_PEER_ID'))
+  assert.throws(
+    () => SecureDht.peerKey('xyz'),
+    (e) => isDhtnetError(e, 'BAD_PEER_ID'),
+  )
   await assert.rejects(other.findCertificate('not-an-id'), (e) => isDhtnetError(e, 'BAD_PEER_ID'))
 })
 
@@ -110,7 +113,10 @@ test('get and listen: verified, decrypted and plain values pass; forged and fore
   const st = b.stats()
   assert.equal(st.droppedForged, 2) // one from the listen, one from the get
   assert.equal(st.droppedUndecryptable, 4)
-  assert.deepEqual(heard.flat().map((v) => v.data!.toString()), ['plain', 'signed', 'secret', 'secret2'])
+  assert.deepEqual(
+    heard.flat().map((v) => v.data!.toString()),
+    ['plain', 'signed', 'secret', 'secret2'],
+  )
   // filters see checked values
   const onlySecret = await b.get('box', { filter: (v) => v.userType === 'peer_request' })
   assert.equal(onlySecret.length, 1)

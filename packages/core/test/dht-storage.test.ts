@@ -17,9 +17,21 @@ import { makeTestIdentity } from './dht-value-fixtures.js'
 class ReferenceStorage {
   values = new Map<string, { key: string; v: DhtValue; bytes: number; created: number; expiration: number; source: string; seq: number }>()
   seq = 0
-  constructor(readonly maxTotal: number, readonly maxPerIp: number, readonly life: number) {}
-  total(): number { let t = 0; for (const e of this.values.values()) t += e.bytes; return t }
-  from(ip: string): number { let t = 0; for (const e of this.values.values()) if (e.source === ip) t += e.bytes; return t }
+  constructor(
+    readonly maxTotal: number,
+    readonly maxPerIp: number,
+    readonly life: number,
+  ) {}
+  total(): number {
+    let t = 0
+    for (const e of this.values.values()) t += e.bytes
+    return t
+  }
+  from(ip: string): number {
+    let t = 0
+    for (const e of this.values.values()) if (e.source === ip) t += e.bytes
+    return t
+  }
   /**
    * Apply a put; `evictedByStorage` are the victims the storage chose, each checked against the rule (the oldest
    * value of an IP holding the most bytes — ties between IPs may go either way) before it is applied here.
@@ -43,7 +55,8 @@ class ReferenceStorage {
       if (!e) return { stored: true, problem: `evicted ${victim}, which is not stored` }
       if (per.get(e.source) !== max) return { stored: true, problem: `evicted from ${e.source} (${per.get(e.source)} bytes), not from an IP holding ${max}` }
       for (const x of this.values.values()) {
-        if (x.source === e.source && (x.created < e.created || (x.created === e.created && x.seq < e.seq))) return { stored: true, problem: `evicted ${victim}, not the oldest of ${e.source}` }
+        if (x.source === e.source && (x.created < e.created || (x.created === e.created && x.seq < e.seq)))
+          return { stored: true, problem: `evicted ${victim}, not the oldest of ${e.source}` }
       }
       this.values.delete(victim)
     }
@@ -53,22 +66,31 @@ class ReferenceStorage {
   }
   expire(now: number): string[] {
     const out: string[] = []
-    for (const [k, e] of this.values) if (e.expiration <= now) { out.push(k); this.values.delete(k) }
+    for (const [k, e] of this.values)
+      if (e.expiration <= now) {
+        out.push(k)
+        this.values.delete(k)
+      }
     return out
   }
 }
 
 test('heap eviction and expiry match the reference rules over 4,000 random puts, edits, refreshes and expiries', () => {
   const life = 20_000
-  const maxTotal = 40_000, maxPerIp = 12_000
+  const maxTotal = 40_000,
+    maxPerIp = 12_000
   const s = new Storage({ maxTotalBytes: maxTotal, maxBytesPerIp: maxPerIp, maxValueSize: 4000 }, () => life)
   const ref = new ReferenceStorage(maxTotal, maxPerIp, life)
   const keys = Array.from({ length: 30 }, () => randomHash())
   const ips = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5']
   let seed = 7
-  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed % n
+  }
   let now = 1_000_000
-  let evictions = 0, expiries = 0
+  let evictions = 0,
+    expiries = 0
   for (let i = 0; i < 4000; i++) {
     now += rnd(400)
     const op = rnd(20)
@@ -115,7 +137,13 @@ test('refresh and setExpiration re-order the expiry heap', () => {
   s.refresh(k, 1n, 500)
   s.setExpiration(s.getById(k, 2n)!, 3000)
   assert.equal(s.nextExpiration(), 1500)
-  assert.deepEqual(s.expire(1500).get(k.toString('hex'))!.map((e) => e.value.id), [1n])
+  assert.deepEqual(
+    s
+      .expire(1500)
+      .get(k.toString('hex'))!
+      .map((e) => e.value.id),
+    [1n],
+  )
   assert.equal(s.nextExpiration(), 3000)
 })
 
@@ -129,7 +157,7 @@ test('verification budget: one source gets 128 verifications a second, counted i
   for (let i = 0; i < 300; i++) {
     const r = s.store(randomHash(), junkSignedValue(BigInt(i + 1), owner, 256), clock, clock, '10.0.0.66')
     assert.equal(r.stored, false)
-    if (!r.stored) reasons.set(r.reason, (reasons.get(r.reason) ?? 0) + 1)
+    reasons.set(r.reason, (reasons.get(r.reason) ?? 0) + 1)
   }
   assert.deepEqual(Object.fromEntries(reasons), { 'bad-signature': 128, 'verify-budget': 172 })
   assert.equal(s.badSignatures, 128)
@@ -150,7 +178,7 @@ test('verification budget: one source gets 128 verifications a second, counted i
 })
 
 test('keys outside the policy are refused before the budget and before any verification', () => {
-  let clock = 5_000_000
+  const clock = 5_000_000
   const s = new Storage({}, undefined, { now: () => clock })
   for (let i = 0; i < 300; i++) {
     const r = s.store(randomHash(), junkSignedValue(BigInt(i + 1), hugeExponentKey()), clock, clock, '10.0.0.66')

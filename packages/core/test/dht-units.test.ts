@@ -65,7 +65,8 @@ test('fragments: reassembled in order, out of order, with early parts before the
     assert.equal(r.header('k', header), undefined)
     let done
     for (const p of parts) done = r.fragment('k', p)
-    assert.equal(done!.values[0]!.data!.toString(), v.data!.toString())
+    assert.ok(done)
+    assert.equal(done.values[0]!.data!.toString(), v.data!.toString())
     assert.equal(r.size, 0)
     assert.equal(r.bufferedBytes, 0)
   }
@@ -76,7 +77,8 @@ test('fragments: reassembled in order, out of order, with early parts before the
     const rev = [...parts].reverse()
     let done
     for (const p of rev) done = r.fragment('k', p)
-    assert.deepEqual(done!.values[0]!.data, v.data)
+    assert.ok(done)
+    assert.deepEqual(done.values[0]!.data, v.data)
   }
   {
     const r = new Reassembler()
@@ -108,7 +110,10 @@ test('fragments: overlapping or out-of-range parts ignored, timeouts drop partia
   assert.equal(r.bufferedBytes, 0)
   // total timeout: 10 s even when parts keep trickling
   r.header('b', fragmentsOf(v).header)
-  for (let i = 0; i < 5; i++) { now += 2500; r.sweep(true) }
+  for (let i = 0; i < 5; i++) {
+    now += 2500
+    r.sweep(true)
+  }
   assert.equal(r.size, 0)
   // early parts without a header are bounded
   const r2 = new Reassembler({ maxEarlyParts: 4 }, () => now)
@@ -177,7 +182,10 @@ test('routing table version: changes with every change closest() can show, not w
   const t = new RoutingTable(randomHash(), 4, () => now)
   const ids = Array.from({ length: 40 }, () => randomHash())
   let v = t.version
-  const changed = (what: string) => { assert.notEqual(t.version, v, what); v = t.version }
+  const changed = (what: string) => {
+    assert.notEqual(t.version, v, what)
+    v = t.version
+  }
   const same = (what: string) => assert.equal(t.version, v, what)
   t.heard(ids[0]!, '127.0.0.1', 1000, false)
   changed('a new node')
@@ -232,7 +240,8 @@ test('routing table: buckets of 8, only our bucket splits, good/dubious/expired 
   assert.ok(t.all().every((n) => !isGood(n, now)))
   // a full far bucket with dubious nodes asks for a ping instead of taking the newcomer
   const far = buckets[0]!
-  const newcomer = Buffer.from(far.nodes[0]!.id); newcomer[19] ^= 0xff
+  const newcomer = Buffer.from(far.nodes[0]!.id)
+  newcomer[19]! ^= 0xff
   assert.equal(far.nodes.length, 8)
   {
     t.heard(newcomer, '127.0.0.9', 9, true)

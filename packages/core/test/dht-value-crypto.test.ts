@@ -80,7 +80,10 @@ test('tampered signed values are rejected', () => {
   assert.equal(verifyValueSignature({ ...s, owner: ecDer }), false)
 })
 
-for (const [name, recipient] of [['2048', bob], ['4096', carol4096]] as const) {
+for (const [name, recipient] of [
+  ['2048', bob],
+  ['4096', carol4096],
+] as const) {
   test(`encrypt/decrypt to a ${name}-bit key: single RSA block and RSA+AES-GCM`, () => {
     const k = recipient.publicKey.asymmetricKeyDetails!.modulusLength! / 8
     for (const size of [1, 50, 600, 5000]) {
@@ -135,7 +138,10 @@ test('decryption failures: wrong key, tampered cypher, recipient mismatch, forge
   // not msgpack inside
   expectFail(() => decryptValue({ id: 1n, type: 0, cypher: rsaEncrypt(bob.publicKey, Buffer.from([0xc1])) }, bob))
   expectFail(() => decryptValue(plain('not encrypted'), bob))
-  assert.throws(() => encryptValue(small, bob.publicKey, alice), (e) => isDhtnetError(e, 'BAD_VALUE'))
+  assert.throws(
+    () => encryptValue(small, bob.publicKey, alice),
+    (e) => isDhtnetError(e, 'BAD_VALUE'),
+  )
 })
 
 test('Node 20 path: PKCS#1 v1.5 blocks from Node and from openssl decrypt via RSA_NO_PADDING + our unpadding', () => {
@@ -153,7 +159,19 @@ test('Node 20 path: PKCS#1 v1.5 blocks from Node and from openssl decrypt via RS
     writeFileSync(join(dir, 'pub.pem'), bob.publicKey.export({ type: 'spki', format: 'pem' }))
     writeFileSync(join(dir, 'key.pem'), bob.privateKey.export({ type: 'pkcs8', format: 'pem' }))
     writeFileSync(join(dir, 'msg'), 'from-openssl')
-    execFileSync('openssl', ['pkeyutl', '-encrypt', '-pubin', '-inkey', join(dir, 'pub.pem'), '-pkeyopt', 'rsa_padding_mode:pkcs1', '-in', join(dir, 'msg'), '-out', join(dir, 'enc')])
+    execFileSync('openssl', [
+      'pkeyutl',
+      '-encrypt',
+      '-pubin',
+      '-inkey',
+      join(dir, 'pub.pem'),
+      '-pkeyopt',
+      'rsa_padding_mode:pkcs1',
+      '-in',
+      join(dir, 'msg'),
+      '-out',
+      join(dir, 'enc'),
+    ])
     assert.equal(rsaDecrypt(bob.privateKey, readFileSync(join(dir, 'enc'))).toString(), 'from-openssl')
     // and openssl decrypts our single-block encryption
     writeFileSync(join(dir, 'ours'), rsaEncrypt(bob.publicKey, Buffer.from('from-node')))
@@ -166,7 +184,7 @@ test('Node 20 path: PKCS#1 v1.5 blocks from Node and from openssl decrypt via RS
 
 test('unpadPkcs1Type2 accepts only well-formed type 2 blocks', () => {
   const mk = (bytes: number[]) => Buffer.from(bytes)
-  const ps = new Array(8).fill(0x11)
+  const ps = new Array<number>(8).fill(0x11)
   assert.equal(unpadPkcs1Type2(mk([0, 2, ...ps, 0, 0x41, 0x42]))!.toString(), 'AB')
   assert.equal(unpadPkcs1Type2(mk([0, 2, ...ps, 0]))!.length, 0)
   assert.equal(unpadPkcs1Type2(mk([0, 1, ...ps, 0, 0x41])), null)
@@ -192,6 +210,9 @@ test('certificate values: type 8, id 1, msgpack bin of the PEM chain; both publi
   // DER inside the bin is accepted too; garbage is refused with BAD_CERTIFICATE
   assert.equal(certificatesFromValue({ id: 1n, type: 8, data: msgpackEncode(dev.certificate.raw) })[0]!.fingerprint256, dev.certificate.fingerprint256)
   for (const data of [msgpackEncode(Buffer.from('junk')), Buffer.from([0xc1]), msgpackEncode(5), undefined]) {
-    assert.throws(() => certificatesFromValue({ id: 1n, type: 8, data }), (e) => isDhtnetError(e, 'BAD_CERTIFICATE'))
+    assert.throws(
+      () => certificatesFromValue({ id: 1n, type: 8, data }),
+      (e) => isDhtnetError(e, 'BAD_CERTIFICATE'),
+    )
   }
 })

@@ -29,9 +29,21 @@ const str = (s: string) => Buffer.concat([Buffer.from([0xa0 | s.length]), Buffer
 test('unsigned value: exact msgpack-c bytes', () => {
   const v: DhtValue = { id: 0xdbd7123456789abcn, type: 0, data: Buffer.from('hello'), userType: 'text/plain' }
   const expected = hex(
-    '82' + str('id') + 'cf dbd7123456789abc' + str('dat') +
-      '81' + str('body') + '83' + str('type') + '00' + str('data') + 'c405' + Buffer.from('hello').toString('hex') +
-      str('utype') + 'aa' + Buffer.from('text/plain').toString('hex'),
+    '82' +
+      str('id') +
+      'cf dbd7123456789abc' +
+      str('dat') +
+      '81' +
+      str('body') +
+      '83' +
+      str('type') +
+      '00' +
+      str('data') +
+      'c405' +
+      Buffer.from('hello').toString('hex') +
+      str('utype') +
+      'aa' +
+      Buffer.from('text/plain').toString('hex'),
   )
   assert.deepEqual(packValue(v), expected)
 })
@@ -41,8 +53,22 @@ test('signed body with recipient: key order seq, owner, to, type, data, utype an
   const to = Buffer.alloc(20, 9)
   const v: DhtValue = { id: 5n, type: 300, data: Buffer.alloc(3, 1), seq: 200, owner, recipient: to, userType: 'x'.repeat(40), signature: Buffer.alloc(4, 2) }
   const expected = hex(
-    '86' + str('seq') + 'ccc8' + str('owner') + 'c5012c' + owner.toString('hex') + str('to') + 'c414' + to.toString('hex') +
-      str('type') + 'cd012c' + str('data') + 'c403010101' + str('utype') + 'd928' + Buffer.from('x'.repeat(40)).toString('hex'),
+    '86' +
+      str('seq') +
+      'ccc8' +
+      str('owner') +
+      'c5012c' +
+      owner.toString('hex') +
+      str('to') +
+      'c414' +
+      to.toString('hex') +
+      str('type') +
+      'cd012c' +
+      str('data') +
+      'c403010101' +
+      str('utype') +
+      'd928' +
+      Buffer.from('x'.repeat(40)).toString('hex'),
   )
   assert.deepEqual(packSignedBody(v), expected)
   // the full value: {id, dat:{body, sig}}
@@ -152,7 +178,11 @@ test('decodeValue rejects malformed values with BAD_VALUE', () => {
   const body = { type: 0, data: Buffer.from('x') }
   const signedBody = { seq: 1, owner: Buffer.alloc(10), type: 0, data: Buffer.from('x') }
   const bad: unknown[] = [
-    null, 5, 'str', [1, 2], Buffer.from('x'),
+    null,
+    5,
+    'str',
+    [1, 2],
+    Buffer.from('x'),
     { dat: { body } },
     { id: 0, dat: { body } },
     { id: -1, dat: { body } },
@@ -178,11 +208,18 @@ test('decodeValue rejects malformed values with BAD_VALUE', () => {
     { id: 1, dat: { body }, pt: 7 },
   ]
   for (const b of bad) {
-    assert.throws(() => decodeValue(b), (e) => isDhtnetError(e, 'BAD_VALUE'), `accepted ${String(JSON.stringify(b, (_k, x) => (typeof x === 'bigint' ? String(x) : x)))}`)
+    assert.throws(
+      () => decodeValue(b),
+      (e) => isDhtnetError(e, 'BAD_VALUE'),
+      `accepted ${String(JSON.stringify(b, (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x)))}`,
+    )
   }
   const good = packValue({ id: 1n, type: 0, data: Buffer.alloc(100) })
   for (let cut = 0; cut < good.length; cut++) {
-    assert.throws(() => unpackValue(good.subarray(0, cut)), (e) => isDhtnetError(e, 'BAD_VALUE'))
+    assert.throws(
+      () => unpackValue(good.subarray(0, cut)),
+      (e) => isDhtnetError(e, 'BAD_VALUE'),
+    )
   }
 })
 
@@ -194,7 +231,10 @@ test('packValue refuses values it cannot encode', () => {
     { id: 1n, type: 0, seq: -1, owner: Buffer.alloc(1) },
     { id: 1n, type: 0, recipient: Buffer.alloc(3) },
   ]) {
-    assert.throws(() => packValue(v as DhtValue), (e) => isDhtnetError(e, 'BAD_VALUE'))
+    assert.throws(
+      () => packValue(v),
+      (e) => isDhtnetError(e, 'BAD_VALUE'),
+    )
   }
 })
 
@@ -234,7 +274,17 @@ test('formatValue looks like dhtnode output', () => {
 test('fuzz: mutated and truncated packed values decode or fail with BAD_VALUE, never anything else', () => {
   const seeds = [
     packValue({ id: 0x1234567890n, type: 0, data: Buffer.from('hello world'), userType: 'text/plain' }),
-    packValue({ id: 5n, type: 3, data: Buffer.alloc(300, 1), seq: 9, owner: Buffer.alloc(40, 2), recipient: Buffer.alloc(20, 3), signature: Buffer.alloc(64, 4), priority: 2, pushType: 'x' }),
+    packValue({
+      id: 5n,
+      type: 3,
+      data: Buffer.alloc(300, 1),
+      seq: 9,
+      owner: Buffer.alloc(40, 2),
+      recipient: Buffer.alloc(20, 3),
+      signature: Buffer.alloc(64, 4),
+      priority: 2,
+      pushType: 'x',
+    }),
     packValue({ id: 2n ** 64n - 1n, type: 0, cypher: Buffer.alloc(100, 5) }),
   ]
   let seed = 12345
@@ -254,7 +304,7 @@ test('fuzz: mutated and truncated packed values decode or fail with BAD_VALUE, n
       // whatever decodes can be encoded again
       packValue(v)
     } catch (e) {
-      assert.ok(isDhtnetError(e, 'BAD_VALUE'), `unexpected error ${(e as Error)?.name}: ${(e as Error)?.message}`)
+      assert.ok(isDhtnetError(e, 'BAD_VALUE'), `unexpected error ${(e as Error | undefined)?.name}: ${(e as Error | undefined)?.message}`)
     }
   }
   assert.ok(decoded > 0)

@@ -1,22 +1,20 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Packr } from 'msgpackr'
-import {
-  WireEncoder, decodeMessage, packNodes, unpackNodes, isMartian, ipToBytes, bytesToIp, WANT4, WANT6, Field,
-} from '../src/dht/wire.js'
+import { WireEncoder, decodeMessage, packNodes, unpackNodes, isMartian, ipToBytes, bytesToIp, WANT4, WANT6, Field } from '../src/dht/wire.js'
 import { MsgWriter } from '../src/dht/msgpack-writer.js'
 import { packValue, type DhtValue } from '../src/dht/value.js'
 
 const ID = Buffer.from('7a59afb4' + '11'.repeat(16), 'hex')
-const enc = (o: Partial<ConstructorParameters<typeof WireEncoder>[0]> = {}) =>
-  new WireEncoder({ myId: ID, userAgent: 'RNG1', network: 0, isClient: false, ...o })
+const enc = (o: Partial<ConstructorParameters<typeof WireEncoder>[0]> = {}) => new WireEncoder({ myId: ID, userAgent: 'RNG1', network: 0, isClient: false, ...o })
 const str = (s: string) => Buffer.concat([Buffer.from([0xa0 | s.length]), Buffer.from(s)]).toString('hex')
 
 test('ping reply is byte-identical to dhtnode 2.4.12 (reference §4.2)', () => {
-  const got = enc().pong(795732665, Buffer.from([127, 0, 0, 1])).toString('hex')
+  const got = enc()
+    .pong(795732665, Buffer.from([127, 0, 0, 1]))
+    .toString('hex')
   const expected =
-    '84' + str('r') + '82' + str('id') + 'c414' + ID.toString('hex') + str('sa') + 'c4047f000001' +
-    str('t') + 'ce2f6deab9' + str('y') + str('r') + str('v') + str('RNG1')
+    '84' + str('r') + '82' + str('id') + 'c414' + ID.toString('hex') + str('sa') + 'c4047f000001' + str('t') + 'ce2f6deab9' + str('y') + str('r') + str('v') + str('RNG1')
   assert.equal(got, expected)
   assert.ok(got.startsWith('84a17282a26964c414'))
   assert.ok(got.endsWith('a176a4524e4731'))
@@ -29,7 +27,11 @@ test('ping query layout: a{id}, q, t, y, v (+ n when the network is not 0)', () 
   assert.equal(withNet.network, 42)
   assert.equal(withNet.isClient, true)
   assert.equal(decodeMessage(enc().ping(7)).network, 0)
-  assert.ok(!enc().ping(7).includes(Buffer.from(str('n'), 'hex')))
+  assert.ok(
+    !enc()
+      .ping(7)
+      .includes(Buffer.from(str('n'), 'hex')),
+  )
 })
 
 test('every query and reply decodes back to what was encoded', () => {
@@ -37,24 +39,44 @@ test('every query and reply decodes back to what was encoded', () => {
   const key = Buffer.alloc(20, 0xab)
   const tok = Buffer.alloc(32, 5)
   let m = decodeMessage(e.find(1, key, WANT4 | WANT6))
-  assert.equal(m.kind, 'find'); assert.deepEqual(m.target, key); assert.equal(m.want, WANT4 | WANT6); assert.deepEqual(m.id, ID)
+  assert.equal(m.kind, 'find')
+  assert.deepEqual(m.target, key)
+  assert.equal(m.want, WANT4 | WANT6)
+  assert.deepEqual(m.id, ID)
   m = decodeMessage(e.get(2, key, { select: [Field.Id, Field.SeqNum], where: [{ field: Field.Id, value: 0xdbd7000000000001n }] }, WANT4))
-  assert.equal(m.kind, 'get'); assert.deepEqual(m.infoHash, key); assert.deepEqual(m.query?.select, [1, 4])
-  assert.equal(m.query?.where[0]?.value, 0xdbd7000000000001n)
+  assert.equal(m.kind, 'get')
+  assert.deepEqual(m.infoHash, key)
+  assert.deepEqual(m.query?.select, [1, 4])
+  assert.equal(m.query.where[0]?.value, 0xdbd7000000000001n)
   m = decodeMessage(e.listen(3, key, tok, 99, undefined))
-  assert.equal(m.kind, 'listen'); assert.equal(m.version, 1); assert.equal(m.socketId, 99); assert.deepEqual(m.token, tok)
+  assert.equal(m.kind, 'listen')
+  assert.equal(m.version, 1)
+  assert.equal(m.socketId, 99)
+  assert.deepEqual(m.token, tok)
   m = decodeMessage(e.refresh(4, key, 0xffffffffffffffffn, tok))
-  assert.equal(m.kind, 'refresh'); assert.equal(m.valueId, 0xffffffffffffffffn)
+  assert.equal(m.kind, 'refresh')
+  assert.equal(m.valueId, 0xffffffffffffffffn)
   m = decodeMessage(e.valueAnnounced(5, 1234567890123n, Buffer.from([127, 0, 0, 1])))
-  assert.equal(m.kind, 'reply'); assert.equal(m.valueId, 1234567890123n); assert.deepEqual(m.sa, Buffer.from([127, 0, 0, 1]))
+  assert.equal(m.kind, 'reply')
+  assert.equal(m.valueId, 1234567890123n)
+  assert.deepEqual(m.sa, Buffer.from([127, 0, 0, 1]))
   m = decodeMessage(e.error(6, 401, 'Put with wrong token'))
-  assert.equal(m.kind, 'error'); assert.equal(m.errorCode, 401); assert.equal(m.errorMessage, 'Put with wrong token'); assert.deepEqual(m.id, ID)
+  assert.equal(m.kind, 'error')
+  assert.equal(m.errorCode, 401)
+  assert.equal(m.errorMessage, 'Put with wrong token')
+  assert.deepEqual(m.id, ID)
   m = decodeMessage(e.listenConfirm(7, Buffer.from(ipToBytes('::1')!), tok))
-  assert.equal(m.kind, 'reply'); assert.equal(m.sa?.length, 16); assert.deepEqual(m.token, tok)
+  assert.equal(m.kind, 'reply')
+  assert.equal(m.sa?.length, 16)
+  assert.deepEqual(m.token, tok)
   m = decodeMessage(e.updateIds('exp', 77, tok, [1n, 2n], 1, 8))
-  assert.equal(m.kind, 'update'); assert.equal(m.socketId, 77); assert.deepEqual(m.expired, [1n, 2n])
+  assert.equal(m.kind, 'update')
+  assert.equal(m.socketId, 77)
+  assert.deepEqual(m.expired, [1n, 2n])
   m = decodeMessage(e.updateIds('re', 77, tok, [3n], 0, 0))
-  assert.equal(m.kind, 'valueUpdate'); assert.equal(m.tid, 77); assert.deepEqual(m.refreshed, [3n])
+  assert.equal(m.kind, 'valueUpdate')
+  assert.equal(m.tid, 77)
+  assert.deepEqual(m.refreshed, [3n])
 })
 
 test('values: inline below 50 values / 600 bytes, otherwise sizes in the header + fragments of <= 1280 bytes', () => {
@@ -79,7 +101,8 @@ test('values: inline below 50 values / 600 bytes, otherwise sizes in the header 
   let total = 0
   for (const part of out2.parts) {
     const f = decodeMessage(part)
-    assert.equal(f.kind, 'fragment'); assert.equal(f.tid, 10)
+    assert.equal(f.kind, 'fragment')
+    assert.equal(f.tid, 10)
     const frag = f.fragments!.get(0)!
     assert.ok(frag.data.length <= 1280)
     assert.equal(frag.offset, total)
@@ -96,12 +119,17 @@ test('get reply with fields (fileds) and node lists', () => {
   const n4 = packNodes(nodes, 4)
   assert.equal(n4.toString('hex'), 'b76091e9' + '00'.repeat(16) + '7f000001107f')
   const out = e.nodesValues(11, Buffer.from([127, 0, 0, 1]), n4, Buffer.alloc(0), Buffer.alloc(32, 1), undefined, {
-    fields: [1, 4, 5], values: [(w: MsgWriter) => { w.uint(0xdbd7000000000000n).uint(0).str('text/plain') }],
+    fields: [1, 4, 5],
+    values: [
+      (w: MsgWriter) => {
+        w.uint(0xdbd7000000000000n).uint(0).str('text/plain')
+      },
+    ],
   })
   const m = decodeMessage(out.msg)
   assert.equal(m.fields?.length, 1)
-  assert.equal(m.fields![0]!.get(1), 0xdbd7000000000000n)
-  assert.equal(m.fields![0]!.get(5), 'text/plain')
+  assert.equal(m.fields[0]!.get(1), 0xdbd7000000000000n)
+  assert.equal(m.fields[0]!.get(5), 'text/plain')
   assert.deepEqual(unpackNodes(m.nodes4!, 4), nodes)
 })
 

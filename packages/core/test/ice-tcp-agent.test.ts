@@ -83,11 +83,17 @@ test('controlled side started late: the early nomination is kept and ICE ends at
 })
 
 test('no path: ICE_FAILED names the pairs tried', async () => {
-  await withSides(async (a, b) => {
-    const dead = { ...b.description, candidates: b.description.candidates.map((c) => (c.tcpType === 'passive' ? { ...c, port: 1 } : c)) }
-    await b.close()
-    await assert.rejects(a.agent.start(dead), (e: unknown) => isDhtnetError(e, 'ICE_FAILED') && /1 of 1 candidate pair failed \(127\.0\.0\.1 -> 127\.0\.0\.1:1: connection refused\)/.test((e as Error).message))
-  }, { timeouts: { inboundWaitMs: 200 } })
+  await withSides(
+    async (a, b) => {
+      const dead = { ...b.description, candidates: b.description.candidates.map((c) => (c.tcpType === 'passive' ? { ...c, port: 1 } : c)) }
+      await b.close()
+      await assert.rejects(
+        a.agent.start(dead),
+        (e: unknown) => isDhtnetError(e, 'ICE_FAILED') && /1 of 1 candidate pair failed \(127\.0\.0\.1 -> 127\.0\.0\.1:1: connection refused\)/.test((e as Error).message),
+      )
+    },
+    { timeouts: { inboundWaitMs: 200 } },
+  )
 })
 
 test('role conflict: two controlling agents settle on one controlling side by tie-breaker and still connect', async () => {
@@ -118,7 +124,7 @@ test('listener: garbage, plain text and unknown ufrags are closed; a concurrent 
       return performance.now() - t0
     }
     const plain = closedSoon(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))
-    const garbage = closedSoon(Buffer.from([0, 40, ...Array(40).fill(7)]))
+    const garbage = closedSoon(Buffer.from([0, 40, ...new Array<number>(40).fill(7)]))
     const unknown = closedSoon(Buffer.from('0074' + '00'.repeat(116), 'hex'))
     // meanwhile the real ICE exchange works
     const [pa, pb] = await Promise.all([a.agent.start(b.description), b.agent.start(a.description)])
@@ -189,29 +195,37 @@ for (const scenario of SCENARIOS) {
       const side = await agentSide(passive.controlling ? 'controlling' : 'controlled', { ufrag: passive.ufrag, pwd: passive.pwd, software })
       try {
         // started with the opener's description, minus its candidates (so it only answers on this socket)
-        side.agent.start({ ...activeDescription, candidates: [] })
+        void side.agent.start({ ...activeDescription, candidates: [] })
         const s = connect({ host: '127.0.0.1', port: side.listener.portFor(4)! })
         await once(s, 'connect')
         const decoder = new FrameDecoder()
         const frames: Buffer[] = []
-        const two = new Promise<void>((resolve) => s.on('data', (d) => {
-          decoder.push(d)
-          for (let f = decoder.next(); f; f = decoder.next()) frames.push(f)
-          if (frames.length >= 2) resolve()
-        }))
+        const two = new Promise<void>((resolve) =>
+          s.on('data', (d) => {
+            decoder.push(d)
+            for (let f = decoder.next(); f; f = decoder.next()) frames.push(f)
+            if (frames.length >= 2) resolve()
+          }),
+        )
         s.write(encodeFrame(Buffer.from(first.hex, 'hex')))
         await two
         const response = StunMessage.decode(frames[0]!)
         assert.equal(response.class, 'success')
         assert.ok(response.transactionId.equals(firstMsg.transactionId))
-        assert.deepEqual(response.attributes.map((a) => a.type), [StunAttr.XOR_MAPPED_ADDRESS, StunAttr.SOFTWARE, StunAttr.MESSAGE_INTEGRITY, StunAttr.FINGERPRINT])
+        assert.deepEqual(
+          response.attributes.map((a) => a.type),
+          [StunAttr.XOR_MAPPED_ADDRESS, StunAttr.SOFTWARE, StunAttr.MESSAGE_INTEGRITY, StunAttr.FINGERPRINT],
+        )
         assert.deepEqual(response.xorMappedAddress, { family: 4, address: '127.0.0.1', port: s.localPort })
         assert.ok(verifyIntegrity(response, shortTermKey(passive.pwd)) && verifyFingerprint(response))
         // then its own check back on the same socket, like pjnath's frame 2
         const check = StunMessage.decode(frames[1]!)
         const capturedCheck = StunMessage.decode(Buffer.from(connection.frames[2]!.hex, 'hex'))
         assert.equal(check.class, 'request')
-        assert.deepEqual(check.attributes.map((a) => a.type), capturedCheck.attributes.map((a) => a.type))
+        assert.deepEqual(
+          check.attributes.map((a) => a.type),
+          capturedCheck.attributes.map((a) => a.type),
+        )
         assert.equal(check.priority, capturedCheck.priority) // 0x6EFFFFFF
         assert.equal(check.username, capturedCheck.username) // <opener ufrag>:<our ufrag>
         assert.ok(verifyIntegrity(check, shortTermKey(active.pwd)) && verifyFingerprint(check))
@@ -247,11 +261,20 @@ test('switch point, controlled side: bytes sent right after USE-CANDIDATE (same 
   const side = await agentSide('controlled')
   try {
     const peer = { ufrag: 'peer0001', pwd: 'peerpassword0123456789ab' }
-    side.agent.start({ ...peer, candidates: [] })
+    void side.agent.start({ ...peer, candidates: [] })
     const s = connect({ host: '127.0.0.1', port: side.listener.portFor(4)! })
     await once(s, 'connect')
     const p = framedPeer(s)
-    const check = (useCandidate: boolean) => buildCheckRequest({ localUfrag: peer.ufrag, remoteUfrag: side.description.ufrag, remotePwd: side.description.pwd, priority: 0x6efffeff, role: 'controlling', tieBreaker: 7n, useCandidate })
+    const check = (useCandidate: boolean) =>
+      buildCheckRequest({
+        localUfrag: peer.ufrag,
+        remoteUfrag: side.description.ufrag,
+        remotePwd: side.description.pwd,
+        priority: 0x6efffeff,
+        role: 'controlling',
+        tieBreaker: 7n,
+        useCandidate,
+      })
     s.write(encodeFrame(check(false)))
     assert.equal((await p.next()).class, 'success')
     const theirCheck = await p.next() // the agent checks back; we answer nothing (a lazy peer)
@@ -269,44 +292,67 @@ test('switch point, controlled side: bytes sent right after USE-CANDIDATE (same 
   }
 })
 
-for (const native of [false, true]) test(`switch point, controlling side (${native ? 'native' : 'framed'}): bytes right after the success response to USE-CANDIDATE are handed over undecoded; a late peer check is ${native ? 'left unanswered' : 'answered'}`, async () => {
-  const { buildCheckSuccess, buildCheckRequest } = await import('../src/transport/ice-tcp/check-messages.js')
-  const { localCandidates } = await import('../src/transport/ice-tcp/candidates.js')
-  const { createServer } = await import('node:net')
-  const side = await agentSide('controlling')
-  const peer = { ufrag: 'peer0002', pwd: 'peerpassword0123456789cd' }
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
-  try {
-    const port = (server.address() as import('node:net').AddressInfo).port
-    const accepted = once(server, 'connection')
-    side.agent.start({ ...peer, candidates: localCandidates({ hosts: [{ address: '127.0.0.1', passivePort: port }] }) }, { native })
-    const [s] = (await accepted) as [Socket]
-    const p = framedPeer(s)
-    const first = await p.next()
-    assert.equal(first.iceControlling !== undefined, true)
-    assert.equal(first.priority, 0x6efffeff)
-    s.write(encodeFrame(buildCheckSuccess(first, { address: s.remoteAddress!, port: s.remotePort! }, peer.pwd, undefined)))
-    // our own check, so that the agent holds a pair checked both ways
-    s.write(encodeFrame(buildCheckRequest({ localUfrag: peer.ufrag, remoteUfrag: side.description.ufrag, remotePwd: side.description.pwd, priority: 0x6effffff, role: 'controlled', tieBreaker: 1n })))
-    assert.equal((await p.next()).class, 'success')
-    const nomination = await p.next()
-    assert.ok(nomination.useCandidate)
-    // a check of ours crossed the nomination on the wire
-    s.write(encodeFrame(buildCheckRequest({ localUfrag: peer.ufrag, remoteUfrag: side.description.ufrag, remotePwd: side.description.pwd, priority: 0x6effffff, role: 'controlled', tieBreaker: 1n })))
-    if (native) {
-      const answered = await Promise.race([p.next().then(() => true), new Promise((r) => setTimeout(() => r(false), 200))])
-      assert.equal(answered, false, 'no STUN after the USE-CANDIDATE request in native mode')
-    } else assert.equal((await p.next()).class, 'success')
-    const tail = Buffer.from('raw bytes after the switch point')
-    s.write(Buffer.concat([encodeFrame(buildCheckSuccess(nomination, { address: s.remoteAddress!, port: s.remotePort! }, peer.pwd, undefined)), tail]))
-    const path = await side.agent.result
-    assert.deepEqual(path.remaining, tail)
-    assert.equal(path.role, 'controlling')
-    path.socket.destroy()
-    s.destroy()
-  } finally {
-    await side.close()
-    await new Promise<void>((r) => server.close(() => r()))
-  }
-})
+for (const native of [false, true])
+  test(`switch point, controlling side (${native ? 'native' : 'framed'}): bytes right after the success response to USE-CANDIDATE are handed over undecoded; a late peer check is ${native ? 'left unanswered' : 'answered'}`, async () => {
+    const { buildCheckSuccess, buildCheckRequest } = await import('../src/transport/ice-tcp/check-messages.js')
+    const { localCandidates } = await import('../src/transport/ice-tcp/candidates.js')
+    const { createServer } = await import('node:net')
+    const side = await agentSide('controlling')
+    const peer = { ufrag: 'peer0002', pwd: 'peerpassword0123456789cd' }
+    const server = createServer()
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    try {
+      const port = (server.address() as import('node:net').AddressInfo).port
+      const accepted = once(server, 'connection')
+      void side.agent.start({ ...peer, candidates: localCandidates({ hosts: [{ address: '127.0.0.1', passivePort: port }] }) }, { native })
+      const [s] = (await accepted) as [Socket]
+      const p = framedPeer(s)
+      const first = await p.next()
+      assert.equal(first.iceControlling !== undefined, true)
+      assert.equal(first.priority, 0x6efffeff)
+      s.write(encodeFrame(buildCheckSuccess(first, { address: s.remoteAddress!, port: s.remotePort! }, peer.pwd, undefined)))
+      // our own check, so that the agent holds a pair checked both ways
+      s.write(
+        encodeFrame(
+          buildCheckRequest({
+            localUfrag: peer.ufrag,
+            remoteUfrag: side.description.ufrag,
+            remotePwd: side.description.pwd,
+            priority: 0x6effffff,
+            role: 'controlled',
+            tieBreaker: 1n,
+          }),
+        ),
+      )
+      assert.equal((await p.next()).class, 'success')
+      const nomination = await p.next()
+      assert.ok(nomination.useCandidate)
+      // a check of ours crossed the nomination on the wire
+      s.write(
+        encodeFrame(
+          buildCheckRequest({
+            localUfrag: peer.ufrag,
+            remoteUfrag: side.description.ufrag,
+            remotePwd: side.description.pwd,
+            priority: 0x6effffff,
+            role: 'controlled',
+            tieBreaker: 1n,
+          }),
+        ),
+      )
+      if (native) {
+        const answered = await Promise.race([p.next().then(() => true), new Promise((r) => setTimeout(() => r(false), 200))])
+        assert.equal(answered, false, 'no STUN after the USE-CANDIDATE request in native mode')
+      } else assert.equal((await p.next()).class, 'success')
+      const tail = Buffer.from('raw bytes after the switch point')
+      s.write(Buffer.concat([encodeFrame(buildCheckSuccess(nomination, { address: s.remoteAddress!, port: s.remotePort! }, peer.pwd, undefined)), tail]))
+      const path = await side.agent.result
+      assert.deepEqual(path.remaining, tail)
+      assert.equal(path.role, 'controlling')
+      path.socket.destroy()
+      s.destroy()
+    } finally {
+      await side.close()
+      await new Promise<void>((r) => server.close(() => r()))
+    }
+  })

@@ -56,7 +56,10 @@ test('RFC 4571: a frame inside one chunk is a view of it (no copy)', () => {
 test('RFC 4571: a declared length above the limit is refused before the payload arrives; the limit can be raised', () => {
   const d = new FrameDecoder(2048)
   d.push(Buffer.from([0x08, 0x01])) // 2049
-  assert.throws(() => d.next(), (e: unknown) => isDhtnetError(e, 'TRANSPORT_ERROR') && /2049 bytes/.test((e as Error).message))
+  assert.throws(
+    () => d.next(),
+    (e: unknown) => isDhtnetError(e, 'TRANSPORT_ERROR') && /2049 bytes/.test((e as Error).message),
+  )
   d.maxFrameBytes = MAX_FRAME_PAYLOAD
   assert.equal(d.next(), undefined)
   d.push(Buffer.alloc(2049, 7))
@@ -77,7 +80,10 @@ test('RFC 4571: takeRemaining returns the bytes after the last frame (for the sw
 test('RFC 4571: encoders', () => {
   assert.deepEqual(frameHeader(341), Buffer.from([0x01, 0x55]))
   assert.deepEqual(encodeFrame(Buffer.from([1, 2, 3])), Buffer.from([0, 3, 1, 2, 3]))
-  assert.throws(() => encodeFrame(Buffer.alloc(65536)), (e: unknown) => isDhtnetError(e, 'INVALID_ARGUMENT'))
+  assert.throws(
+    () => encodeFrame(Buffer.alloc(65536)),
+    (e: unknown) => isDhtnetError(e, 'INVALID_ARGUMENT'),
+  )
 })
 
 test('TLS record framer: one record per frame, whatever the write boundaries', async () => {
@@ -104,6 +110,9 @@ test('TLS record framer: a record longer than a frame (not produced by TLS) is s
   const d = new FrameDecoder()
   d.push(new TlsRecordFramer().frame(big))
   const out = drain(d)
-  assert.deepEqual(out.map((f) => f.length), [65535, 5])
+  assert.deepEqual(
+    out.map((f) => f.length),
+    [65535, 5],
+  )
   assert.deepEqual(Buffer.concat(out), big)
 })

@@ -74,7 +74,7 @@ test('fuzz: ice_msg parser with 100,000 random and mutated descriptions; only BA
       assert.ok(d.candidates.length <= MAX_REMOTE_CANDIDATES)
       for (const c of d.candidates) {
         assert.ok(c.port >= 0 && c.port <= 65535 && c.component === 1)
-        assert.ok(c.family === 4 || c.family === 6)
+        assert.ok([4, 6].includes(c.family))
       }
     } catch (err) {
       assert.ok(isDhtnetError(err, 'BAD_ICE_MESSAGE'), String(err))

@@ -33,44 +33,51 @@ function readFrame(path: NominatedPath, decoder: FrameDecoder): Promise<Buffer> 
 }
 
 for (const ourRole of ['controlling', 'controlled'] as const) {
-  test(`libnice interop: our agent ${ourRole}, libnice ${ourRole === 'controlling' ? 'controlled' : 'controlling'}; both select the same TCP connection; framed messages both ways`, { skip, timeout: 60_000 }, async () => {
-    const nice = new LibnicePeer(ourRole === 'controlling' ? 'controlled' : 'controlling')
-    const ours = await agentSide(ourRole)
-    try {
-      const local = (await nice.next('local')).local as { ufrag: string; pwd: string; candidates: string[] }
-      const text = [local.ufrag, local.pwd, ...local.candidates.map((l) => l.replace(/^a=candidate:/, ''))].join('\n') + '\n'
-      const theirs = parseIceMessage(text)
-      assert.ok(theirs.candidates.some((c) => c.tcpType === 'passive'), text)
-      nice.send({ ufrag: ours.description.ufrag, pwd: ours.description.pwd, candidates: ours.description.candidates.map(formatCandidate) })
-      const path = await ours.agent.start(theirs)
-      await nice.state('ready')
-      const selected = (await nice.next('selected')).selected as { local: string; remote: string }
-      // the same TCP connection on both sides: libnice names its passive port or ours
-      const niceLocal = selected.local.split(' ')
-      const niceRemote = selected.remote.split(' ')
-      if (path.direction === 'outbound') {
-        assert.equal(niceLocal[1], 'passive', JSON.stringify(selected))
-        assert.equal(niceLocal[0], `127.0.0.1:${path.remotePort}`)
-      } else {
-        assert.equal(niceRemote[1], 'passive', JSON.stringify(selected))
-        assert.equal(niceRemote[0], `127.0.0.1:${path.localPort}`)
+  test(
+    `libnice interop: our agent ${ourRole}, libnice ${ourRole === 'controlling' ? 'controlled' : 'controlling'}; both select the same TCP connection; framed messages both ways`,
+    { skip, timeout: 60_000 },
+    async () => {
+      const nice = new LibnicePeer(ourRole === 'controlling' ? 'controlled' : 'controlling')
+      const ours = await agentSide(ourRole)
+      try {
+        const local = (await nice.next('local')).local as { ufrag: string; pwd: string; candidates: string[] }
+        const text = [local.ufrag, local.pwd, ...local.candidates.map((l) => l.replace(/^a=candidate:/, ''))].join('\n') + '\n'
+        const theirs = parseIceMessage(text)
+        assert.ok(
+          theirs.candidates.some((c) => c.tcpType === 'passive'),
+          text,
+        )
+        nice.send({ ufrag: ours.description.ufrag, pwd: ours.description.pwd, candidates: ours.description.candidates.map(formatCandidate) })
+        const path = await ours.agent.start(theirs)
+        await nice.state('ready')
+        const selected = (await nice.next('selected')).selected as { local: string; remote: string }
+        // the same TCP connection on both sides: libnice names its passive port or ours
+        const niceLocal = selected.local.split(' ')
+        const niceRemote = selected.remote.split(' ')
+        if (path.direction === 'outbound') {
+          assert.equal(niceLocal[1], 'passive', JSON.stringify(selected))
+          assert.equal(niceLocal[0], `127.0.0.1:${path.remotePort}`)
+        } else {
+          assert.equal(niceRemote[1], 'passive', JSON.stringify(selected))
+          assert.equal(niceRemote[0], `127.0.0.1:${path.localPort}`)
+        }
+        // bytes over the pair, one framed message each way (libnice is not reliable here: one frame per send)
+        const decoder = new FrameDecoder()
+        decoder.push(path.remaining)
+        nice.send({ send: 'hello from libnice' })
+        // libnice may still send STUN (its keepalives/checks) on the pair: skip those frames
+        let frame: Buffer
+        do frame = await readFrame(path, decoder)
+        while (frame[0]! < 4)
+        assert.equal(frame.toString(), 'hello from libnice')
+        path.socket.write(encodeFrame(Buffer.from('hello from dhtnet-ts')))
+        assert.equal((await nice.next('received')).received, 'hello from dhtnet-ts')
+        path.socket.destroy()
+      } finally {
+        nice.send({ quit: true })
+        await nice.stop()
+        await ours.close()
       }
-      // bytes over the pair, one framed message each way (libnice is not reliable here: one frame per send)
-      const decoder = new FrameDecoder()
-      decoder.push(path.remaining)
-      nice.send({ send: 'hello from libnice' })
-      // libnice may still send STUN (its keepalives/checks) on the pair: skip those frames
-      let frame: Buffer
-      do frame = await readFrame(path, decoder)
-      while (frame[0]! < 4)
-      assert.equal(frame.toString(), 'hello from libnice')
-      path.socket.write(encodeFrame(Buffer.from('hello from dhtnet-ts')))
-      assert.equal((await nice.next('received')).received, 'hello from dhtnet-ts')
-      path.socket.destroy()
-    } finally {
-      nice.send({ quit: true })
-      await nice.stop()
-      await ours.close()
-    }
-  })
+    },
+  )
 }

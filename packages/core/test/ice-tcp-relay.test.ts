@@ -120,7 +120,14 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
       try {
         const signal = AbortSignal.timeout(30_000)
         const reqSession = await req.createSession({ role: 'requester', connectionId: 7n, peerChain: server.chain, signal })
-        const resSession = await res.createSession({ role: 'responder', connectionId: 7n, peerChain: client.chain, remoteDescription: onlyRelay(reqSession.localDescription), peerIsNative: native, signal })
+        const resSession = await res.createSession({
+          role: 'responder',
+          connectionId: 7n,
+          peerChain: client.chain,
+          remoteDescription: onlyRelay(reqSession.localDescription),
+          peerIsNative: native,
+          signal,
+        })
         // the permission for the requester's address was granted before the answer
         assert.deepEqual(res.relay?.current?.permissions, ['127.0.0.1'])
         const [a, b] = await Promise.all([
@@ -139,13 +146,16 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
         assert.equal(up.received, up.sent)
         const down = await pump(b.stream!, a.stream!, 4 << 20)
         assert.equal(down.received, down.sent)
-        assert.ok(resLog.lines.some((l) => l.includes('through a TURN relay over TCP')), resLog.lines.join('\n'))
+        assert.ok(
+          resLog.lines.some((l) => l.includes('through a TURN relay over TCP')),
+          resLog.lines.join('\n'),
+        )
         const closed = once(b, 'close')
         a.close()
         await closed
         // the link was the last user of the permission
         await new Promise((r) => setTimeout(r, 50))
-        assert.deepEqual(res.relay?.current?.permissions, [])
+        assert.deepEqual(res.relay.current.permissions, [])
       } finally {
         for (const l of links) l.close()
         await req.close()
@@ -162,7 +172,14 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
     try {
       const signal = AbortSignal.timeout(30_000)
       const reqSession = await req.createSession({ role: 'requester', connectionId: 11n, peerChain: server.chain, signal })
-      const resSession = await res.createSession({ role: 'responder', connectionId: 11n, peerChain: client.chain, remoteDescription: onlyRelay(reqSession.localDescription), peerIsNative: true, signal })
+      const resSession = await res.createSession({
+        role: 'responder',
+        connectionId: 11n,
+        peerChain: client.chain,
+        remoteDescription: onlyRelay(reqSession.localDescription),
+        peerIsNative: true,
+        signal,
+      })
       // the responder checks at once; the requester gets the answer (and permits the responder's address) 400 ms later
       const responding = resSession.connect({ signal })
       await new Promise((r) => setTimeout(r, 400))
@@ -173,7 +190,10 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
       assert.equal(a.path.relay, 'tcp')
       const up = await pump(b.stream!, a.stream!, 1 << 20)
       assert.equal(up.received, up.sent)
-      assert.ok(resLog.lines.some((l) => /the peer's relay may not let us in yet: again in \d+ ms/.test(l)), `no retry logged:\n${resLog.lines.join('\n')}`)
+      assert.ok(
+        resLog.lines.some((l) => /the peer's relay may not let us in yet: again in \d+ ms/.test(l)),
+        `no retry logged:\n${resLog.lines.join('\n')}`,
+      )
     } finally {
       for (const l of links) l.close()
       await req.close()
@@ -192,14 +212,21 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
       const started = performance.now()
       const reqSession = await req.createSession({ role: 'requester', connectionId: 9n, peerChain: server.chain, signal })
       assert.doesNotMatch(reqSession.localDescription, /typ relay/)
-      const resSession = await res.createSession({ role: 'responder', connectionId: 9n, peerChain: client.chain, remoteDescription: onlyRelay(reqSession.localDescription), peerIsNative: true, signal })
+      const resSession = await res.createSession({
+        role: 'responder',
+        connectionId: 9n,
+        peerChain: client.chain,
+        remoteDescription: onlyRelay(reqSession.localDescription),
+        peerIsNative: true,
+        signal,
+      })
       const results = await Promise.allSettled([
         reqSession.connect({ remoteDescription: onlyRelay(resSession.localDescription), peerIsNative: true, signal }),
         resSession.connect({ signal }),
       ])
       const failure = results[0]
       assert.equal(failure.status, 'rejected')
-      const err = (failure).reason
+      const err: unknown = failure.reason
       assert.ok(isDhtnetError(err, 'TURN_AUTH_FAILED'), String(err))
       assert.match(err.message, /no TCP path/)
       assert.match(err.message, new RegExp(`our TCP relay on turn:127\\.0\\.0\\.1:${coturn!.port} is unavailable`))
@@ -209,7 +236,10 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
         assert.ok(!text.includes(wrong), `the password leaked: ${text}`)
         assert.ok(!text.includes(COTURN_USER), `the user name leaked: ${text}`)
       }
-      assert.ok(reqLog.lines.some((l) => l.startsWith('warn') && l.includes('no TCP relay on turn:127.0.0.1')), reqLog.lines.join('\n'))
+      assert.ok(
+        reqLog.lines.some((l) => l.startsWith('warn') && l.includes('no TCP relay on turn:127.0.0.1')),
+        reqLog.lines.join('\n'),
+      )
     } finally {
       await req.close()
       await res.close()
@@ -220,7 +250,14 @@ describe('ICE-TCP through a TURN/TCP relay (coturn on loopback)', { skip }, () =
     const res = transport(server, { relay: relayOptions(), timeouts: { preAuthMs: 1500 } })
     try {
       const signal = AbortSignal.timeout(20_000)
-      const session = await res.createSession({ role: 'responder', connectionId: 3n, peerChain: client.chain, remoteDescription: `abcd\n${'x'.repeat(24)}\nH7f000001 1 TCP 2130706431 127.0.0.1 9 typ host tcptype active\n`, peerIsNative: true, signal })
+      const session = await res.createSession({
+        role: 'responder',
+        connectionId: 3n,
+        peerChain: client.chain,
+        remoteDescription: `abcd\n${'x'.repeat(24)}\nH7f000001 1 TCP 2130706431 127.0.0.1 9 typ host tcptype active\n`,
+        peerIsNative: true,
+        signal,
+      })
       const relayed = res.relay!.current!.relayedAddress
       const outcome = async (payload: Buffer): Promise<string> => {
         const s = connect({ host: relayed.address, port: relayed.port })
@@ -258,8 +295,9 @@ describe('ICE-TCP listening port mapped on the gateway (portMapper)', () => {
         await new Promise((r) => setTimeout(r, 20))
         return { externalIp: '203.0.113.7', externalPort: 40123, internalPort: port, protocol: 'TCP', via: 'natpmp', internalIp: '127.0.0.1' }
       },
-      async unmapTcp(port: number): Promise<void> {
+      unmapTcp(port: number): Promise<void> {
         calls.push(`unmap ${port}`)
+        return Promise.resolve()
       },
     }
     const t = transport(server, { portMapper: mapper })
@@ -276,9 +314,7 @@ describe('ICE-TCP listening port mapped on the gateway (portMapper)', () => {
 
   test('a failed mapping never fails a session', async () => {
     const mapper = {
-      mapTcp: async (): Promise<PortMapping> => {
-        throw new Error('no gateway')
-      },
+      mapTcp: (): Promise<PortMapping> => Promise.reject(new Error('no gateway')),
       unmapTcp: async (): Promise<void> => {},
     }
     const t = transport(server, { portMapper: mapper })

@@ -2,7 +2,7 @@ import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import type { TLSSocket } from 'node:tls'
-import { establishTls, tlsContext, type TlsResult } from '../src/transport/ice-tcp/tls-link.js'
+import { establishTls, tlsContext } from '../src/transport/ice-tcp/tls-link.js'
 import { FrameDecoder, encodeFrame } from '../src/transport/ice-tcp/framing.js'
 import { buildCheckRequest } from '../src/transport/ice-tcp/check-messages.js'
 import { StunMessageBuilder, BINDING_INDICATION, StunMessage } from '../src/transport/stun/index.js'
@@ -32,13 +32,24 @@ test('framed TLS: one TLS record per RFC 4571 frame on the wire; STUN requests a
     })
     const signal = AbortSignal.timeout(20_000)
     const common = { mode: 'framed' as const, timeoutMs: 15_000, signal, logger: testLogger }
-    const [ta, tb] = (await Promise.all([
+    const [ta, tb] = await Promise.all([
       establishTls({ ...common, path: pa, tlsRole: 'client', context: tlsContext(server), expectedPeer: client.certificate }),
       establishTls({ ...common, path: pb, tlsRole: 'server', context: tlsContext(client), expectedPeer: server.certificate }),
-    ])) as [TlsResult, TlsResult]
+    ])
     // a pjnath-like peer keeps checking the pair: a keepalive indication and a late check from a's side, on the raw socket
     pa.socket.write(encodeFrame(new StunMessageBuilder(BINDING_INDICATION).build()))
-    pa.socket.write(encodeFrame(buildCheckRequest({ localUfrag: a.description.ufrag, remoteUfrag: b.description.ufrag, remotePwd: b.description.pwd, priority: 0x6effffff, role: 'controlling', tieBreaker: a.agent.tieBreaker })))
+    pa.socket.write(
+      encodeFrame(
+        buildCheckRequest({
+          localUfrag: a.description.ufrag,
+          remoteUfrag: b.description.ufrag,
+          remotePwd: b.description.pwd,
+          priority: 0x6effffff,
+          role: 'controlling',
+          tieBreaker: a.agent.tieBreaker,
+        }),
+      ),
+    )
     // TLS data both ways still flows
     const echo = (from: TLSSocket, to: TLSSocket, text: string) => {
       const got = once(to, 'data')
@@ -91,11 +102,29 @@ test('native TLS: bytes read past the switch point (here the first 10 bytes of t
     assert.equal(head[0], 22) // a handshake record
     raw.pause()
     const path = {
-      socket: raw, remaining: Buffer.from(head), direction: 'inbound' as const, localAddress: '127.0.0.1', localPort: port, remoteAddress: '127.0.0.1',
-      remotePort: dialed.localPort!, candidatePair: 'host/host', role: 'controlled' as const, answerer: () => undefined,
+      socket: raw,
+      remaining: Buffer.from(head),
+      direction: 'inbound' as const,
+      localAddress: '127.0.0.1',
+      localPort: port,
+      remoteAddress: '127.0.0.1',
+      remotePort: dialed.localPort!,
+      candidatePair: 'host/host',
+      role: 'controlled' as const,
+      relayed: false,
+      answerer: () => undefined,
     }
     const [result] = await Promise.all([
-      establishTls({ path, tlsRole: 'server', context: tlsContext(client), expectedPeer: server.certificate, mode: 'native', timeoutMs: 15_000, signal: AbortSignal.timeout(20_000), logger: testLogger }),
+      establishTls({
+        path,
+        tlsRole: 'server',
+        context: tlsContext(client),
+        expectedPeer: server.certificate,
+        mode: 'native',
+        timeoutMs: 15_000,
+        signal: AbortSignal.timeout(20_000),
+        logger: testLogger,
+      }),
       once(clientTls, 'secureConnect'),
     ])
     const got = once(result.socket, 'data')

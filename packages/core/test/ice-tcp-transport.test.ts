@@ -29,12 +29,25 @@ function transport(identity: Identity, extra: Partial<IceTcpTransportOptions> = 
 }
 
 /** The connection layer's part, in short: requester session → description → responder session → answer → both connect. */
-async function connectPair(opts: { native: boolean; responderIdentity?: Identity; requesterExpects?: Identity; responderExpects?: Identity; responderExtra?: Partial<IceTcpTransportOptions> }) {
+async function connectPair(opts: {
+  native: boolean
+  responderIdentity?: Identity
+  requesterExpects?: Identity
+  responderExpects?: Identity
+  responderExtra?: Partial<IceTcpTransportOptions>
+}) {
   const req = transport(client)
   const res = transport(opts.responderIdentity ?? server, opts.responderExtra)
   const signal = AbortSignal.timeout(30_000)
   const reqSession = await req.createSession({ role: 'requester', connectionId: 1n, peerChain: (opts.requesterExpects ?? server).chain, signal })
-  const resSession = await res.createSession({ role: 'responder', connectionId: 1n, peerChain: (opts.responderExpects ?? client).chain, remoteDescription: reqSession.localDescription, peerIsNative: opts.native, signal })
+  const resSession = await res.createSession({
+    role: 'responder',
+    connectionId: 1n,
+    peerChain: (opts.responderExpects ?? client).chain,
+    remoteDescription: reqSession.localDescription,
+    peerIsNative: opts.native,
+    signal,
+  })
   const results = await Promise.allSettled([
     reqSession.connect({ remoteDescription: resSession.localDescription, peerIsNative: opts.native, signal }),
     resSession.connect({ signal }),
@@ -78,8 +91,8 @@ for (const native of [false, true]) {
       const [a, b] = pair.results
       assert.equal(a.status, 'fulfilled', a.status === 'rejected' ? String(a.reason) : '')
       assert.equal(b.status, 'fulfilled', b.status === 'rejected' ? String(b.reason) : '')
-      const requester = (a as PromiseFulfilledResult<Link>).value
-      const responder = (b as PromiseFulfilledResult<Link>).value
+      const requester = a.value
+      const responder = b.value
       assert.equal(requester.transport, 'ice-tcp')
       assert.match(requester.path.candidatePair ?? '', /^host\/(host|prflx)$/)
       assert.equal(requester.path.localAddress, responder.path.remoteAddress)
@@ -111,7 +124,7 @@ test('impostor answering for the expected device (a valid certificate of another
   try {
     const [requester] = pair.results
     assert.equal(requester.status, 'rejected')
-    const err = (requester as PromiseRejectedResult).reason
+    const err: unknown = requester.reason
     assert.ok(isDhtnetError(err, 'UNTRUSTED'), String(err))
     assert.match(err.message, /certificate presented does not belong to the device we expect/)
   } finally {
@@ -124,7 +137,7 @@ test('impostor requester: the responder (TLS client) refuses it with UNTRUSTED',
   try {
     const [, responder] = pair.results
     assert.equal(responder.status, 'rejected')
-    assert.ok(isDhtnetError((responder as PromiseRejectedResult).reason, 'UNTRUSTED'))
+    assert.ok(isDhtnetError(responder.reason, 'UNTRUSTED'))
   } finally {
     await pair.close()
   }
@@ -134,7 +147,7 @@ test('plain-text and garbage clients on the passive port are closed without dist
   const req = transport(client)
   const res = transport(server)
   try {
-    const [{ port }] = await res.listen()
+    const { port } = (await res.listen())[0]!
     const signal = AbortSignal.timeout(30_000)
     const reqSession = await req.createSession({ role: 'requester', connectionId: 2n, peerChain: server.chain, signal })
     const resSession = await res.createSession({ role: 'responder', connectionId: 2n, peerChain: client.chain, remoteDescription: reqSession.localDescription, signal })
@@ -162,10 +175,15 @@ test('unparsable descriptions: BAD_ICE_MESSAGE; an unreachable peer: ICE_FAILED 
   const req = transport(client, { timeouts: { inboundWaitMs: 300 } })
   try {
     const signal = AbortSignal.timeout(30_000)
-    await assert.rejects(res.createSession({ role: 'responder', connectionId: 3n, peerChain: client.chain, remoteDescription: 'not ice', signal }), (e: unknown) => isDhtnetError(e, 'BAD_ICE_MESSAGE'))
+    await assert.rejects(res.createSession({ role: 'responder', connectionId: 3n, peerChain: client.chain, remoteDescription: 'not ice', signal }), (e: unknown) =>
+      isDhtnetError(e, 'BAD_ICE_MESSAGE'),
+    )
     const session = await req.createSession({ role: 'requester', connectionId: 3n, peerChain: server.chain, signal })
-    await assert.rejects(session.connect({ remoteDescription: 'abcd\nefgh\nH1 1 TCP 2130706431 127.0.0.1 1 typ host tcptype passive\n', signal }), (e: unknown) =>
-      isDhtnetError(e, 'ICE_FAILED') && /no TCP path: 1 of 1 candidate pair failed \(127\.0\.0\.1 -> 127\.0\.0\.1:1: connection refused\)/.test((e as Error).message))
+    await assert.rejects(
+      session.connect({ remoteDescription: 'abcd\nefgh\nH1 1 TCP 2130706431 127.0.0.1 1 typ host tcptype passive\n', signal }),
+      (e: unknown) =>
+        isDhtnetError(e, 'ICE_FAILED') && /no TCP path: 1 of 1 candidate pair failed \(127\.0\.0\.1 -> 127\.0\.0\.1:1: connection refused\)/.test((e as Error).message),
+    )
   } finally {
     await req.close()
     await res.close()
@@ -199,8 +217,18 @@ test('a requester session started before the peer certificate is known gets it a
   try {
     const signal = AbortSignal.timeout(30_000)
     const reqSession = await req.createSession({ role: 'requester', connectionId: 5n, peerChain: [], signal })
-    const resSession = await res.createSession({ role: 'responder', connectionId: 5n, peerChain: client.chain, remoteDescription: reqSession.localDescription, peerIsNative: true, signal })
-    const [a, b] = await Promise.all([reqSession.connect({ remoteDescription: resSession.localDescription, peerIsNative: true, peerChain: server.chain, signal }), resSession.connect({ signal })])
+    const resSession = await res.createSession({
+      role: 'responder',
+      connectionId: 5n,
+      peerChain: client.chain,
+      remoteDescription: reqSession.localDescription,
+      peerIsNative: true,
+      signal,
+    })
+    const [a, b] = await Promise.all([
+      reqSession.connect({ remoteDescription: resSession.localDescription, peerIsNative: true, peerChain: server.chain, signal }),
+      resSession.connect({ signal }),
+    ])
     assert.equal((a.stream as import('node:tls').TLSSocket).getPeerX509Certificate()?.fingerprint256, server.certificate.fingerprint256)
     a.close()
     b.close()

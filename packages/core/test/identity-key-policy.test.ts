@@ -12,8 +12,7 @@ import { rsaSpkiProblem, rsaKeyProblem, issuerKeyProblem, assertAcceptableRsaKey
 import { isDhtnetError } from '../src/errors.js'
 import { rsaSpki, rsaSpkiFromIntegers, hugeExponentKey } from './helpers/dht-attack.js'
 
-const spki = (bits: number, publicExponent = 65537) =>
-  generateKeyPairSync('rsa', { modulusLength: bits, publicExponent }).publicKey.export({ type: 'spki', format: 'der' })
+const spki = (bits: number, publicExponent = 65537) => generateKeyPairSync('rsa', { modulusLength: bits, publicExponent }).publicKey.export({ type: 'spki', format: 'der' })
 
 test('OpenSSL RSA keys of 2048, 3072 and 4096 bits with e = 65537 are accepted, on the DER and parsed', () => {
   for (const bits of [2048, 3072, 4096]) {
@@ -42,11 +41,18 @@ test('small and large moduli, other exponents, other key types and a huge expone
     assert.match(p ?? 'accepted', reason, what)
     // the parsed-key check agrees (where OpenSSL parses it)
     let parsed
-    try { parsed = createPublicKey({ key: der, format: 'der', type: 'spki' }) } catch { continue }
+    try {
+      parsed = createPublicKey({ key: der, format: 'der', type: 'spki' })
+    } catch {
+      continue
+    }
     assert.ok(rsaKeyProblem(parsed), `${what}: rsaKeyProblem accepted it`)
   }
   const small = createPublicKey({ key: spki(1024), format: 'der', type: 'spki' })
-  assert.throws(() => assertAcceptableRsaKey(small, 'the peer key'), (e) => isDhtnetError(e, 'REJECTED_KEY') && /1024 bits/.test(e.message))
+  assert.throws(
+    () => assertAcceptableRsaKey(small, 'the peer key'),
+    (e) => isDhtnetError(e, 'REJECTED_KEY') && /1024 bits/.test(e.message),
+  )
 })
 
 test('the DER reader is strict: non-minimal lengths and integers, trailing bytes, negative or even moduli', () => {
@@ -89,17 +95,31 @@ test('issuer keys: RSA within the policy, named NIST curves and EdDSA; not RSA o
 test('fuzz: 50,000 random and mutated SPKIs; the reader never throws, and what it accepts is an acceptable RSA key', () => {
   const seeds = [spki(2048), spki(4096), spki(2048, 3), hugeExponentKey(), generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' })]
   let seed = 42
-  const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed % n
+  }
   let accepted = 0
   const t0 = Date.now()
   for (let i = 0; i < 50_000 && Date.now() - t0 < 60_000; i++) {
     let b: Buffer
     const base = seeds[rnd(seeds.length)]!
     switch (i % 4) {
-      case 0: b = randomBytes(rnd(600)); break
-      case 1: b = Buffer.from(base); for (let k = 0; k < 1 + rnd(3); k++) b[rnd(b.length)] ^= 1 << rnd(8); break
-      case 2: b = base.subarray(0, rnd(base.length + 1)); break
-      default: { b = Buffer.from(base); const at = rnd(b.length); b[at] = [0x00, 0x7f, 0x80, 0x81, 0x82, 0x83, 0x84, 0xff][rnd(8)]! }
+      case 0:
+        b = randomBytes(rnd(600))
+        break
+      case 1:
+        b = Buffer.from(base)
+        for (let k = 0; k < 1 + rnd(3); k++) b[rnd(b.length)]! ^= 1 << rnd(8)
+        break
+      case 2:
+        b = base.subarray(0, rnd(base.length + 1))
+        break
+      default: {
+        b = Buffer.from(base)
+        const at = rnd(b.length)
+        b[at] = [0x00, 0x7f, 0x80, 0x81, 0x82, 0x83, 0x84, 0xff][rnd(8)]!
+      }
     }
     const p = rsaSpkiProblem(b)
     if (p !== undefined) continue

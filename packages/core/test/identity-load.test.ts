@@ -5,17 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import forge from 'node-forge'
-import {
-  generateCaAndDevice,
-  generateIdentity,
-  issueCertificate,
-  saveIdentity,
-  loadIdentity,
-  identityFromPem,
-  isDhtnetError,
-  DhtnetError,
-  type Identity,
-} from '../src/index.js'
+import { generateCaAndDevice, generateIdentity, issueCertificate, saveIdentity, loadIdentity, identityFromPem, isDhtnetError, DhtnetError, type Identity } from '../src/index.js'
 
 let dir: string
 let ca: Identity
@@ -120,7 +110,11 @@ test('CERT_NOT_YET_VALID', async () => {
 })
 
 test('NOT_RSA: an EC key and certificate made by openssl', async () => {
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('ec.pem'), '-out', p('ec.crt'), '-subj', '/CN=ec', '-days', '1'], { stdio: 'ignore' })
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('ec.pem'), '-out', p('ec.crt'), '-subj', '/CN=ec', '-days', '1'],
+    { stdio: 'ignore' },
+  )
   await rejectsWith({ key: p('ec.pem'), certificate: p('ec.crt') }, 'NOT_RSA', /ec\.pem is ec, but DHTNet identities use RSA keys/)
 })
 
@@ -143,8 +137,11 @@ test('CHAIN_INVALID: leaf followed by a CA that did not sign it', async () => {
   await rejectsWith({ key: p('device.pem'), certificate: p('wrongchain.crt') }, 'CHAIN_INVALID', /does not verify against its own chain/)
   // a signature byte flipped in the CA certificate itself
   const raw = Buffer.from(ca.certificate.raw)
-  raw[raw.length - 5] ^= 0xff
-  const pem = `-----BEGIN CERTIFICATE-----\n${raw.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`
+  raw[raw.length - 5]! ^= 0xff
+  const pem = `-----BEGIN CERTIFICATE-----\n${raw
+    .toString('base64')
+    .match(/.{1,64}/g)!
+    .join('\n')}\n-----END CERTIFICATE-----\n`
   writeFileSync(p('badsig.crt'), pem)
   await rejectsWith({ key: p('ca.pem'), certificate: p('badsig.crt') }, 'CHAIN_INVALID', /does not verify with its own key/)
 })
@@ -161,5 +158,8 @@ test('KEY_PASSWORD: encrypted PKCS#8 without or with a wrong password; the right
 test('identityFromPem validates like loadIdentity', () => {
   const id = identityFromPem(readFileSync(p('device.pem')), readFileSync(p('device.crt'), 'utf8'), { role: 'device' })
   assert.equal(id.longId, device.longId)
-  assert.throws(() => identityFromPem(readFileSync(p('other.pem')), readFileSync(p('device.crt'))), (e: unknown) => isDhtnetError(e, 'KEY_MISMATCH'))
+  assert.throws(
+    () => identityFromPem(readFileSync(p('other.pem')), readFileSync(p('device.crt'))),
+    (e: unknown) => isDhtnetError(e, 'KEY_MISMATCH'),
+  )
 })

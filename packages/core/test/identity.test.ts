@@ -102,7 +102,10 @@ test('files: PKCS#8 key with mode 0600, certificate then issuer chain, no temp f
   assert.equal(statSync(join(dir, 'device.pem')).mode & 0o777, 0o600)
   assert.equal(statSync(join(dir, 'ca.pem')).mode & 0o777, 0o600)
   const chain = parseCertificateChain(readFileSync(join(dir, 'device.crt')))
-  assert.deepEqual(chain.map((c) => c.fingerprint256), [device.certificate.fingerprint256, ca.certificate.fingerprint256])
+  assert.deepEqual(
+    chain.map((c) => c.fingerprint256),
+    [device.certificate.fingerprint256, ca.certificate.fingerprint256],
+  )
   assert.deepEqual(readdirSync(dir).sort(), ['ca.crt', 'ca.pem', 'device-leaf.crt', 'device.crt', 'device.pem'])
 })
 
@@ -147,7 +150,10 @@ test('intermediate CA chain org → account → device verifies with openssl', a
   const account = await generateIdentity({ name: 'account', issuer: org, ca: true, keySize: 2048 })
   const dev = await generateIdentity({ name: 'dev', issuer: account, keySize: 2048 })
   assert.equal(account.certificate.ca, true)
-  assert.deepEqual(dev.chain.map((c) => c.subject.split('\n')[0]), ['CN=dev', 'CN=account', 'CN=org'])
+  assert.deepEqual(
+    dev.chain.map((c) => c.subject.split('\n')[0]),
+    ['CN=dev', 'CN=account', 'CN=org'],
+  )
   const sub = join(dir, 'inter')
   await saveIdentity(org, sub, 'org')
   await saveIdentity(account, sub, 'account')

@@ -49,7 +49,10 @@ function assertSameStream(ours: Buffer, captured: Buffer, what: string): void {
     const at = frames.findIndex((f) => f.equals(VERSION_FRAME))
     assert.ok(at >= 0, `${what}: ${who} sent its version`)
     assert.equal(frames.filter((f) => f.equals(VERSION_FRAME)).length, 1, `${what}: ${who} sent one version`)
-    assert.ok(frames.slice(0, at).every((f) => f[1] === 0), `${what}: ${who} sent nothing but requests before its version`)
+    assert.ok(
+      frames.slice(0, at).every((f) => f[1] === 0),
+      `${what}: ${who} sent nothing but requests before its version`,
+    )
     return Buffer.concat(frames.filter((_, i) => i !== at))
   }
   const a = normalise(ours, 'ours')
@@ -78,7 +81,7 @@ function observe(mux: DhtnetMux): Observed {
 function chunkings(dir: CapturedDirection, seed: number): Array<[string, Buffer[]]> {
   const next = rng(seed)
   const random: Buffer[] = []
-  for (let off = 0; off < dir.bytes.length; ) {
+  for (let off = 0; off < dir.bytes.length;) {
     const n = Math.min(dir.bytes.length - off, 1 + (next() % 40000 < 20000 ? next() % 16 : next() % 40000))
     random.push(dir.bytes.subarray(off, off + n))
     off += n
@@ -161,8 +164,7 @@ for (const scenario of ['dnc', 'dsh', 'dvpn'] as const) {
     const ch = await opening
     ch.on('data', () => {})
     // the client's writes: dnc read its stdin in 64 KiB pieces (65536 + 34464); dsh and dvpn one write per frame
-    const writes =
-      scenario === 'dnc' ? [fromClient.data.subarray(0, 65536), fromClient.data.subarray(65536)] : fromClient.writes
+    const writes = scenario === 'dnc' ? [fromClient.data.subarray(0, 65536), fromClient.data.subarray(65536)] : fromClient.writes
     for (const w of writes) ch.write(w)
     await tick() // the writes leave before the server's answer arrives, as in the capture
     for (const f of serverFrames.slice(acceptAt + 1)) stream.feed(f.bytes)
@@ -188,8 +190,7 @@ for (const scenario of ['dnc', 'dsh', 'dvpn'] as const) {
     for (const f of clientFrames.slice(firstData)) if (f.data.length > 0) stream.feed(f.bytes)
     for (let i = 0; i < 5; i++) await tick()
     // the dnc server echoed what its TCP service returned, read in 64 KiB pieces
-    const writes =
-      scenario === 'dnc' ? [fromServer.data.subarray(0, 65536), fromServer.data.subarray(65536)] : fromServer.writes
+    const writes = scenario === 'dnc' ? [fromServer.data.subarray(0, 65536), fromServer.data.subarray(65536)] : fromServer.writes
     for (const w of writes) ch.write(w)
     for (let i = 0; i < 5; i++) await tick()
     if (fromServer.eof) ch.end()

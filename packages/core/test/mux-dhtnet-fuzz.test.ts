@@ -88,11 +88,15 @@ function hostileFrame(next: () => number): Buffer {
         Buffer.concat([Buffer.from('81a176', 'hex'), randomObject(next)]),
         Buffer.concat([Buffer.from([0x82]), randomObject(next), randomObject(next), randomObject(next), randomObject(next)]),
       ]
-      return encodeFrame(next() % 2 === 0 ? 0 : 0xffff, bodies[next() % bodies.length]!)
+      return encodeFrame(next() % 2 === 0 ? 0 : 0xffff, bodies[next() % bodies.length])
     }
     case 4: // several objects in one control frame
-      return encodeFrame(0, Buffer.concat(Array.from({ length: 1 + (next() % 4) }, () =>
-        next() % 2 === 0 ? encodeChannelRequest(randomName(next), next() & 0xffff, next() % 3) : randomObject(next))))
+      return encodeFrame(
+        0,
+        Buffer.concat(
+          Array.from({ length: 1 + (next() % 4) }, () => (next() % 2 === 0 ? encodeChannelRequest(randomName(next), next() & 0xffff, next() % 3) : randomObject(next))),
+        ),
+      )
     case 5: // any object that is not a frame
       return randomObject(next)
     case 6: {
@@ -124,7 +128,7 @@ function hostileFrame(next: () => number): Buffer {
 
 function chunked(bytes: Buffer, next: () => number): Buffer[] {
   const out: Buffer[] = []
-  for (let off = 0; off < bytes.length; ) {
+  for (let off = 0; off < bytes.length;) {
     const n = Math.min(bytes.length - off, 1 + (next() % 3 === 0 ? next() % 8 : next() % 20000))
     out.push(bytes.subarray(off, off + n))
     off += n

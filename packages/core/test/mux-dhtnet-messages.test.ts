@@ -13,7 +13,10 @@ const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
 
 /** [0x8000, bin(data)] as C++ writes it (bin8 below 256 bytes, bin16 above). */
 function dataFrame(data: Buffer, channel = 0x8000): Buffer {
-  const head = data.length < 256 ? Buffer.from([0x92, 0xcd, channel >> 8, channel & 0xff, 0xc4, data.length]) : Buffer.from([0x92, 0xcd, channel >> 8, channel & 0xff, 0xc5, data.length >> 8, data.length & 0xff])
+  const head =
+    data.length < 256
+      ? Buffer.from([0x92, 0xcd, channel >> 8, channel & 0xff, 0xc4, data.length])
+      : Buffer.from([0x92, 0xcd, channel >> 8, channel & 0xff, 0xc5, data.length >> 8, data.length & 0xff])
   return Buffer.concat([head, data])
 }
 
@@ -31,10 +34,10 @@ async function openedInitiator(): Promise<{ stream: ScriptedStream; mux: DhtnetM
 test('dvpn capture: in message mode every frame of the C++ server is one message, however the bytes were cut', async () => {
   const capture = loadCapture('dvpn')
   const writes = capture.server.frames.filter((f) => f.channel === 0x8000 && f.data.length > 0).map((f) => f.data)
-  assert.equal(writes.length, 6, "the metadata map, then five packets (dvpn.md rows 4, 5, 8, 10, 12, 13)")
+  assert.equal(writes.length, 6, 'the metadata map, then five packets (dvpn.md rows 4, 5, 8, 10, 12, 13)')
   const next = rng(5)
   const random: Buffer[] = []
-  for (let off = 0; off < capture.server.bytes.length; ) {
+  for (let off = 0; off < capture.server.bytes.length;) {
     const n = Math.min(capture.server.bytes.length - off, 1 + (next() % 23))
     random.push(capture.server.bytes.subarray(off, off + n))
     off += n

@@ -20,10 +20,7 @@ interface Pair {
   tls: TlsPair
 }
 
-async function withPair(
-  options: { a?: Partial<DhtnetMuxOptions>; b?: Partial<DhtnetMuxOptions> },
-  body: (pair: Pair) => Promise<void>,
-): Promise<void> {
+async function withPair(options: { a?: Partial<DhtnetMuxOptions>; b?: Partial<DhtnetMuxOptions> }, body: (pair: Pair) => Promise<void>): Promise<void> {
   const tls = await createTlsPair()
   const a = new DhtnetMux({ stream: tls.server, initiator: true, keepaliveIntervalMs: 0, ...options.a })
   const b = new DhtnetMux({ stream: tls.client, initiator: false, keepaliveIntervalMs: 0, ...options.b })
@@ -139,10 +136,7 @@ test('many channels in both directions at once (300 each way), each echoing its 
       await closed
       return ch.channelId
     }
-    const ids = await Promise.all([
-      ...Array.from({ length: n }, (_, i) => one(pair.a, i)),
-      ...Array.from({ length: n }, (_, i) => one(pair.b, i)),
-    ])
+    const ids = await Promise.all([...Array.from({ length: n }, (_, i) => one(pair.a, i)), ...Array.from({ length: n }, (_, i) => one(pair.b, i))])
     assert.ok(ids.slice(0, n).every((id) => id >= 0x8000 && id < 0x8000 + n))
     assert.ok(ids.slice(n).every((id) => id >= 1 && id <= n))
     await sleep(50)
@@ -278,7 +272,7 @@ test('close(): the peer sees CONNECTION_CLOSED on its channels and its pending o
     assert.ok(isDhtnetError(await aClosed, 'CONNECTION_CLOSED'))
     assert.ok(isDhtnetError(await chErr, 'CONNECTION_CLOSED'))
     await assert.rejects(pending, (err) => isDhtnetError(err, 'CONNECTION_CLOSED'))
-    await Promise.all([pair.tls.client, pair.tls.server].map((s) => (s.closed ? undefined : once(s, 'close'))))
+    await Promise.all([pair.tls.client, pair.tls.server].filter((s) => !s.closed).map((s) => once(s, 'close')))
     pair.b.close()
     assert.equal(bCloses, 1)
   }))

@@ -27,7 +27,9 @@ async function scripted(options: Partial<DhtnetMuxOptions> = {}): Promise<{ mux:
 
 /** The id of the last request we wrote. */
 function lastRequestId(peer: ScriptedStream): number {
-  const body = framesOut(peer).filter(([c]) => c === 0).at(-1)![1]
+  const body = framesOut(peer)
+    .filter(([c]) => c === 0)
+    .at(-1)![1]
   // [name, id, state]: the state is the last byte, the id just before it (fixint, cc xx or cd xxxx)
   const end = body.length - 1
   if (body[end - 3] === 0xcd) return body.readUInt16BE(end - 2)
@@ -93,7 +95,7 @@ test('version first, then requests: ids from 0x0001 (responder) and 0x8000 (init
   init.mux.close()
 })
 
-test('channel ids wrap at 0xffff and skip 0, 0xffff and ids in use (ours and the peer\'s)', async () => {
+test("channel ids wrap at 0xffff and skip 0, 0xffff and ids in use (ours and the peer's)", async () => {
   const { mux, peer } = await scripted({ initiator: true })
   peer.feed(encodeFrame(0xffff, VERSION))
   mux.on('channel', (ch: DhtnetChannel) => ch.on('error', () => {}))
@@ -296,13 +298,10 @@ test('beacons: pings are answered; probe() measures a round trip; no pong closes
   const { mux, peer } = await scripted()
   peer.feed(encodeFrame(0xffff, PING))
   peer.feed(encodeFrame(0, PING)) // protocol messages are accepted on channel 0 too
-  assert.deepEqual(
-    framesOut(peer).slice(1),
-    [
-      [0xffff, PONG],
-      [0xffff, PONG],
-    ],
-  )
+  assert.deepEqual(framesOut(peer).slice(1), [
+    [0xffff, PONG],
+    [0xffff, PONG],
+  ])
   assert.ok(Number.isNaN(await mux.probe(100)), 'no version from the peer yet: no beacon, as DHTNet')
   peer.feed(encodeFrame(0xffff, VERSION))
   const probing = mux.probe(5000)

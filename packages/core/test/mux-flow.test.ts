@@ -5,7 +5,6 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { ChannelSocket } from '../src/mux/index.js'
 import { waitFor, type MuxPair, withPair } from './helpers/memory-transport.js'
 
-
 async function openPair(pair: MuxPair, name: string): Promise<[ChannelSocket, ChannelSocket]> {
   const accepted = waitFor<ChannelSocket>(pair.b, 'channel')
   const local = await pair.a.openChannel(name)
@@ -27,10 +26,7 @@ test('backpressure: a paused reader stops its sender after one window, memory st
     for (let i = 0; i < 10_000 && !writerBlocked; i++) {
       offered += chunk.length
       if (!slowTx.write(chunk)) {
-        const drained = await Promise.race([
-          new Promise((r) => slowTx.once('drain', () => r(true))),
-          sleep(100).then(() => false),
-        ])
+        const drained = await Promise.race([new Promise((r) => slowTx.once('drain', () => r(true))), sleep(100).then(() => false)])
         writerBlocked = !drained // 'drain' did not come: the paused reader stopped us
       }
     }
@@ -103,7 +99,7 @@ test('fairness: a small message on one channel arrives while another channel mov
     const [pingTx, pingRx] = await openPair(pair, 'interactive')
     let bulkGot = 0
     bulkRx.on('data', (c: Buffer) => (bulkGot += c.length))
-    let stop = false
+    let stop = false as boolean // set once the small messages are through
     const block = Buffer.alloc(1024 * 1024, 4)
     const pump = (async () => {
       for (let i = 0; i < 2000 && !stop; i++) if (!bulkTx.write(block)) await new Promise((r) => bulkTx.once('drain', r))
@@ -123,7 +119,9 @@ test('fairness: a small message on one channel arrives while another channel mov
     latencies.sort((x, y) => x - y)
     const median = latencies[latencies.length >> 1]!
     const max = latencies[latencies.length - 1]!
-    console.log(`# fairness: small-message latency during bulk: median ${median.toFixed(2)} ms, max ${max.toFixed(2)} ms; bulk moved ${(bulkGot / 1048576).toFixed(0)} MiB meanwhile`)
+    console.log(
+      `# fairness: small-message latency during bulk: median ${median.toFixed(2)} ms, max ${max.toFixed(2)} ms; bulk moved ${(bulkGot / 1048576).toFixed(0)} MiB meanwhile`,
+    )
     assert.equal(latencies.length, 20, 'every small message arrived during the bulk transfer')
     assert.ok(bulkGot > 0)
     bulkTx.destroy()
@@ -180,23 +178,20 @@ test('many small writes are coalesced and arrive in order', () =>
   }))
 
 test('tiny windows and frames: credit is returned correctly, 2 MiB arrive byte-exact through a 1,000-byte window', () =>
-  withPair(
-    { a: { channelWindowBytes: 1000, maxFramePayloadBytes: 300 }, b: { channelWindowBytes: 1000, maxFramePayloadBytes: 300 } },
-    async (pair) => {
-      const [tx, rx] = await openPair(pair, 'tiny')
-      const data = randomBytes(2 * 1024 * 1024)
-      const back = randomBytes(300_000)
-      const gotAtB: Buffer[] = []
-      const gotAtA: Buffer[] = []
-      rx.on('data', (c: Buffer) => gotAtB.push(c))
-      tx.on('data', (c: Buffer) => gotAtA.push(c))
-      const bEnded = new Promise((r) => rx.once('end', r))
-      const aEnded = new Promise((r) => tx.once('end', r))
-      tx.end(data)
-      rx.end(back)
-      await Promise.all([aEnded, bEnded])
-      assert.ok(Buffer.concat(gotAtB).equals(data))
-      assert.ok(Buffer.concat(gotAtA).equals(back))
-      assert.ok(Math.max(...gotAtB.map((c) => c.length)) <= 300, 'frames respect maxFramePayloadBytes')
-    },
-  ))
+  withPair({ a: { channelWindowBytes: 1000, maxFramePayloadBytes: 300 }, b: { channelWindowBytes: 1000, maxFramePayloadBytes: 300 } }, async (pair) => {
+    const [tx, rx] = await openPair(pair, 'tiny')
+    const data = randomBytes(2 * 1024 * 1024)
+    const back = randomBytes(300_000)
+    const gotAtB: Buffer[] = []
+    const gotAtA: Buffer[] = []
+    rx.on('data', (c: Buffer) => gotAtB.push(c))
+    tx.on('data', (c: Buffer) => gotAtA.push(c))
+    const bEnded = new Promise((r) => rx.once('end', r))
+    const aEnded = new Promise((r) => tx.once('end', r))
+    tx.end(data)
+    rx.end(back)
+    await Promise.all([aEnded, bEnded])
+    assert.ok(Buffer.concat(gotAtB).equals(data))
+    assert.ok(Buffer.concat(gotAtA).equals(back))
+    assert.ok(Math.max(...gotAtB.map((c) => c.length)) <= 300, 'frames respect maxFramePayloadBytes')
+  }))

@@ -50,16 +50,13 @@ test('channel requests waiting for a slow handler are capped; the others are dec
   withPair({ b: { maxPendingRequests: 16, maxChannels: 4096, onChannelRequest: () => new Promise(() => {}) } }, async ({ a, b }) => {
     const opens = Array.from({ length: 200 }, (_, i) => a.openChannel(`slow-${i}`, { timeoutMs: 60_000 }))
     let timer: NodeJS.Timeout | undefined
-    const settled = await Promise.race([
-      Promise.allSettled(opens.slice(16)),
-      new Promise((r) => (timer = setTimeout(() => r('stuck'), 10_000))),
-    ])
+    const settled = await Promise.race([Promise.allSettled(opens.slice(16)), new Promise((r) => (timer = setTimeout(() => r('stuck'), 10_000)))])
     clearTimeout(timer)
     assert.notEqual(settled, 'stuck')
     for (const r of settled as PromiseSettledResult<unknown>[]) {
       assert.equal(r.status, 'rejected')
-      assert.ok(isDhtnetError((r as PromiseRejectedResult).reason, 'CHANNEL_DECLINED'))
-      assert.match(((r as PromiseRejectedResult).reason as Error).message, /too many channel requests waiting/)
+      assert.ok(isDhtnetError(r.reason, 'CHANNEL_DECLINED'))
+      assert.match((r.reason as Error).message, /too many channel requests waiting/)
     }
     assert.equal(b.stats().pendingRequests, 16)
     for (const p of opens.slice(0, 16)) p.catch(() => {})
@@ -128,7 +125,7 @@ function survivableFrame(): Buffer {
   const id = 2 * randomInt(1, 1 << 20) // an id in the victim's own space it never opened
   switch (randomInt(0, 9)) {
     case 0:
-      return encodeFrame(0x20 + randomInt(0, 0xd0) as never, randomInt(0, 2 ** 32), randomBytes(randomInt(0, 64)))
+      return encodeFrame((0x20 + randomInt(0, 0xd0)) as never, randomInt(0, 2 ** 32), randomBytes(randomInt(0, 64)))
     case 1:
       return encodeFrame(FrameType.DATA, id, randomBytes(randomInt(0, 512)))
     case 2:

@@ -5,8 +5,7 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { isDhtnetError } from '../src/errors.js'
 import type { ChannelSocket } from '../src/mux/index.js'
-import { readAll, waitFor, type MuxPair, withPair } from './helpers/memory-transport.js'
-
+import { readAll, waitFor, withPair } from './helpers/memory-transport.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -22,9 +21,7 @@ test('1,000 concurrent channels, opened from both sides, each echoing its own by
     }
     pair.a.on('channel', echo)
     pair.b.on('channel', echo)
-    const opened = await Promise.all(
-      Array.from({ length: 1000 }, (_, i) => (i % 2 ? pair.a : pair.b).openChannel(`chan-${i}`)),
-    )
+    const opened = await Promise.all(Array.from({ length: 1000 }, (_, i) => (i % 2 ? pair.a : pair.b).openChannel(`chan-${i}`)))
     assert.equal(pair.a.stats().channels, 1000)
     assert.equal(pair.b.stats().channels, 1000)
     assert.equal(new Set(pair.a.channels().map((c) => c.id)).size, 1000, 'ids are unique')
@@ -98,7 +95,7 @@ test('dead peer: when the peer stops answering, every channel errors with PEER_U
     const errors = chans.map((c) => new Promise<Error>((resolve) => c.once('error', resolve)))
     const closes = chans.map((c) => new Promise((resolve) => c.once('close', resolve)))
     // mid-transfer on one of them
-    chans[0]!.write(Buffer.alloc(100_000))
+    chans[0].write(Buffer.alloc(100_000))
     const started = performance.now()
     pair.tb.blackhole() // b's process "died": nothing it sends arrives any more
     const muxErr = await waitFor<Error>(pair.a, 'close')

@@ -67,7 +67,7 @@ test('100,000 frames, valid, mutated, truncated and oversized: exactly the refer
     let closed = false
     t.on('close', (err?: Error) => ((closed = true), (closeErr = err)))
     await tick()
-    for (let off = 0; off < bytes.length; ) {
+    for (let off = 0; off < bytes.length;) {
       const n = Math.min(bytes.length - off, 1 + (next() % 3 === 0 ? next() % 6 : next() % 9000))
       stream.feed(bytes.subarray(off, off + n))
       off += n
@@ -85,7 +85,9 @@ test('100,000 frames, valid, mutated, truncated and oversized: exactly the refer
     stream.destroy()
   }
   const heapAfter = heapUsedAfterGc()
-  console.log(`# ${frames} frames in ${rounds} rounds: ${delivered} messages delivered, ${protocolErrors} PROTOCOL_ERROR closes; heap ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`)
+  console.log(
+    `# ${frames} frames in ${rounds} rounds: ${delivered} messages delivered, ${protocolErrors} PROTOCOL_ERROR closes; heap ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`,
+  )
   assert.ok(protocolErrors > 0 && delivered > 10_000)
   assert.ok(heapAfter - heapBefore < 64 * 1024 * 1024)
 })

@@ -98,12 +98,7 @@ test('64 MiB each way at once, byte-exact (SHA-256); throughput next to raw TLS 
   await withPair({}, async (pair) => {
     const [left, right] = await openPair(pair, 'bulk')
     started = performance.now()
-    const [sentAB, sentBA, gotB, gotA] = await Promise.all([
-      send(left, 64, block, 1),
-      send(right, 64, block, 2),
-      hashUntil(right, total),
-      hashUntil(left, total),
-    ])
+    const [sentAB, sentBA, gotB, gotA] = await Promise.all([send(left, 64, block, 1), send(right, 64, block, 2), hashUntil(right, total), hashUntil(left, total)])
     const muxMBps = (2 * total) / 1e6 / ((performance.now() - started) / 1000)
     console.log(`# 2 × 64 MiB in one process: native mux over TLS ${muxMBps.toFixed(0)} MB/s, raw TLS ${rawMBps.toFixed(0)} MB/s (aggregate)`)
     assert.equal(gotB, sentAB)

@@ -31,16 +31,19 @@ test('messages of every size come out whole, however the stream is cut; a messag
   const next = rng(42)
   const cuts: Array<[string, Buffer[]]> = [
     ['whole', [bytes]],
-    ['one byte at a time (small part)', [...bytes.subarray(0, 40)].map((b) => Buffer.from([b])).concat([bytes.subarray(40)])],
-    ['random pieces', (() => {
-      const out: Buffer[] = []
-      for (let off = 0; off < bytes.length; ) {
-        const n = Math.min(bytes.length - off, 1 + (next() % 9000))
-        out.push(bytes.subarray(off, off + n))
-        off += n
-      }
-      return out
-    })()],
+    ['one byte at a time (small part)', [...bytes.subarray(0, 40)].map((b): Buffer => Buffer.from([b])).concat([bytes.subarray(40)])],
+    [
+      'random pieces',
+      (() => {
+        const out: Buffer[] = []
+        for (let off = 0; off < bytes.length;) {
+          const n = Math.min(bytes.length - off, 1 + (next() % 9000))
+          out.push(bytes.subarray(off, off + n))
+          off += n
+        }
+        return out
+      })(),
+    ],
   ]
   for (const [how, chunks] of cuts) {
     const stream = new ScriptedStream()
@@ -79,9 +82,15 @@ test('what send() writes: u32 BE length then the body; a tick of sends leaves in
   assert.ok(stream.written().equals(framed(Buffer.from('hi'), Buffer.alloc(0), Buffer.alloc(20000, 7))))
   assert.equal(stream.batches, 1, 'corked: the four buffers left in one writev')
   assert.equal(t.bytesOut, 4 + 2 + 4 + 4 + 20000)
-  assert.throws(() => t.send(Buffer.alloc(262145)), (err) => isDhtnetError(err, 'MESSAGE_TOO_LARGE'))
+  assert.throws(
+    () => t.send(Buffer.alloc(262145)),
+    (err) => isDhtnetError(err, 'MESSAGE_TOO_LARGE'),
+  )
   t.close()
-  assert.throws(() => t.send(Buffer.from('x')), (err) => isDhtnetError(err, 'TRANSPORT_CLOSED'))
+  assert.throws(
+    () => t.send(Buffer.from('x')),
+    (err) => isDhtnetError(err, 'TRANSPORT_CLOSED'),
+  )
 })
 
 test('a message over maxMessageSize closes with PROTOCOL_ERROR before anything is allocated; the stream is destroyed', async () => {
@@ -173,7 +182,7 @@ test('over real TLS: 10,000 messages of random sizes each way arrive whole and i
           if (m.length >= 4) assert.equal(m.readUInt32BE(0), i)
           if (++i === sizes.length) resolve()
         } catch (err) {
-          reject(err)
+          reject(err instanceof Error ? err : new Error(String(err)))
         }
       })
     })
@@ -188,7 +197,7 @@ test('over real TLS: 10,000 messages of random sizes each way arrive whole and i
   await Promise.all([pump(a), pump(b), done])
   a.close()
   b.close()
-  await Promise.all([tls.client, tls.server].map((s) => (s.closed ? undefined : once(s, 'close'))))
+  await Promise.all([tls.client, tls.server].filter((s) => !s.closed).map((s) => once(s, 'close')))
   assert.equal(a.timers + b.timers, 0)
   tls.close()
 })

@@ -4,15 +4,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { isDhtnetError } from '../src/errors.js'
 import { ChannelSocket, DatagramChannel, Multiplexer, MAX_CHANNEL_NAME_BYTES } from '../src/mux/index.js'
-import {
-  activeTimerHandles,
-  createMemoryTransportPair,
-  readAll,
-  waitFor,
-  type MuxPair,
-  withPair,
-} from './helpers/memory-transport.js'
-
+import { activeTimerHandles, createMemoryTransportPair, readAll, waitFor, type MuxPair, withPair } from './helpers/memory-transport.js'
 
 /** b accepts every channel; errors on them are expected by the tests that use this */
 function acceptAll(pair: MuxPair): void {
@@ -234,7 +226,7 @@ test('mux close(err): every channel emits that error then close; writes afterwar
     const muxClosed = waitFor<Error>(pair.a, 'close')
     const { DhtnetError } = await import('../src/errors.js')
     pair.a.close(new DhtnetError('SHUTTING_DOWN', 'app is stopping'))
-    assert.equal((await muxClosed as { code?: string }).code, 'SHUTTING_DOWN')
+    assert.equal(((await muxClosed) as { code?: string }).code, 'SHUTTING_DOWN')
     await new Promise((r) => setImmediate(r))
     assert.deepEqual(events, ['error:SHUTTING_DOWN', 'close', 'error:SHUTTING_DOWN', 'close', 'error:SHUTTING_DOWN', 'close'])
     // the peer learns from GOAWAY: its channels error with CONNECTION_CLOSED and the reason
@@ -243,7 +235,7 @@ test('mux close(err): every channel emits that error then close; writes afterwar
       assert.match(e.message, /app is stopping/)
     }
     assert.equal(pair.b.closed, true)
-    const writeErr = await new Promise<Error | null | undefined>((resolve) => chans[0]!.write('x', resolve))
+    const writeErr = await new Promise<Error | null | undefined>((resolve) => chans[0].write('x', resolve))
     assert.ok(writeErr)
   }))
 
@@ -252,7 +244,9 @@ test('the transport closing closes the mux: channels error with CONNECTION_CLOSE
     acceptAll(pair)
     const remote = waitFor<ChannelSocket>(pair.b, 'channel')
     const ch = await pair.a.openChannel('x')
-    const remoteErr = new Promise<Error>((resolve) => remote.then((r) => r.once('error', resolve)))
+    const remoteErr = new Promise<Error>((resolve) => {
+      void remote.then((r) => r.once('error', resolve))
+    })
     await remote
     const err = new Promise<Error>((resolve) => ch.once('error', resolve))
     pair.tb.close() // b's transport dies under it (no GOAWAY)
@@ -278,7 +272,10 @@ test('datagram channels: send/receive over the unreliable transport, close reach
     const dc = await pair.a.openDatagramChannel('vpn')
     const peer = await accepted
     assert.equal(peer.name, 'vpn')
-    assert.deepEqual(pair.a.channels().map((c) => c.kind), ['datagram'])
+    assert.deepEqual(
+      pair.a.channels().map((c) => c.kind),
+      ['datagram'],
+    )
     const got: string[] = []
     peer.on('message', (m: Buffer) => got.push(m.toString()))
     const reliableBefore = pair.ta.messagesSent
@@ -292,11 +289,17 @@ test('datagram channels: send/receive over the unreliable transport, close reach
     const back = waitFor<Buffer>(dc, 'message')
     peer.send(Buffer.from('pong'))
     assert.equal((await back).toString(), 'pong')
-    assert.throws(() => dc.send(Buffer.alloc(dc.maxMessageSize + 1)), (e) => isDhtnetError(e, 'MESSAGE_TOO_LARGE'))
+    assert.throws(
+      () => dc.send(Buffer.alloc(dc.maxMessageSize + 1)),
+      (e) => isDhtnetError(e, 'MESSAGE_TOO_LARGE'),
+    )
     const peerClosed = waitFor(peer, 'close')
     dc.close()
     await peerClosed
-    assert.throws(() => dc.send(Buffer.from('x')), (e) => isDhtnetError(e, 'CHANNEL_CLOSED'))
+    assert.throws(
+      () => dc.send(Buffer.from('x')),
+      (e) => isDhtnetError(e, 'CHANNEL_CLOSED'),
+    )
     assert.equal(pair.a.stats().channels + pair.b.stats().channels, 0)
   }))
 
@@ -307,7 +310,10 @@ test('datagram channels never block: a congested transport drops and counts', ()
     pair.da!.pause() // the link stops moving: bufferedAmount grows
     let sent = 0
     let dropped = 0
-    for (let i = 0; i < 200; i++) (dc.send(Buffer.alloc(1200)) ? sent++ : dropped++)
+    for (let i = 0; i < 200; i++) {
+      if (dc.send(Buffer.alloc(1200))) sent++
+      else dropped++
+    }
     assert.ok(sent > 0 && dropped > 0, `sent ${sent} dropped ${dropped}`)
     assert.equal(dc.drops, dropped)
     assert.ok(pair.da!.bufferedAmount < 64 * 1024 + 1300, 'the transport buffer stays at the high-water mark')
@@ -378,7 +384,7 @@ test('malformed frames never crash: truncated frames close with PROTOCOL_ERROR, 
   ]
   for (const [what, frame] of fatal) {
     await withPair({}, async (pair) => {
-      const closed = waitFor<Error>(pair.b, 'close')
+      const closed = waitFor<Error | undefined>(pair.b, 'close')
       pair.ta.inject(frame)
       const err = await closed
       assert.ok(isDhtnetError(err, 'PROTOCOL_ERROR'), `${what}: ${err?.message}`)

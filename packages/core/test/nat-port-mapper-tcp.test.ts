@@ -54,7 +54,10 @@ test('mapTcp over NAT-PMP: opcode 2, lease in seconds, the local address, the IC
     const req = tcpRequests(gw.requests)[0]!
     assert.deepEqual([req[0], req[1], req.readUInt16BE(4), req.readUInt16BE(6), req.readUInt32BE(8)], [0, 2, 40000, 40000, 600])
     assert.deepEqual(tcpMappedCandidate(m), { address: '198.51.100.7', port: 41000, localAddress: '127.0.0.1' })
-    assert.ok(lines.some((l) => l.includes('UPnP: TCP 198.51.100.7:41000 → local port 40000 (natpmp)')), lines.join('\n'))
+    assert.ok(
+      lines.some((l) => l.includes('UPnP: TCP 198.51.100.7:41000 → local port 40000 (natpmp)')),
+      lines.join('\n'),
+    )
     assert.equal(await pm.mapTcp(40000), m, 'a second call returns the mapping held')
     await pm.unmapTcp(40000)
     const unmap = tcpRequests(gw.requests).at(-1)!
@@ -78,7 +81,11 @@ test('UDP and TCP mappings of the same port are held apart; close() removes both
     assert.equal(udp.internalIp, undefined, 'UDP mappings are unchanged')
     assert.equal(pm.mappings.length, 2)
     await pm.unmapUdp(40010)
-    assert.deepEqual(pm.mappings.map((x) => x.protocol), ['TCP'], 'unmapping UDP leaves the TCP mapping')
+    assert.deepEqual(
+      pm.mappings.map((x) => x.protocol),
+      ['TCP'],
+      'unmapping UDP leaves the TCP mapping',
+    )
     await pm.mapUdp(40011)
     await pm.close()
     const removals = gw.requests.filter((r) => r[1] !== 0 && r.readUInt32BE(8) === 0).map((r) => `${r[1] === 2 ? 'TCP' : 'UDP'}:${r.readUInt16BE(4)}`)

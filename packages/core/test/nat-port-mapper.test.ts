@@ -110,7 +110,10 @@ test('NAT-PMP errors are typed: refusal → MAPPING_FAILED, silence → TIMEOUT,
   const refusing = await fakeGateway((req) => pmpReply(req, 2))
   const silent = await fakeGateway(() => undefined)
   try {
-    await assert.rejects(natPmpMapUdp('127.0.0.1', 40000, 40000, 60, { timeoutMs: 2000, port: refusing.port }), (e) => isDhtnetError(e, 'MAPPING_FAILED') && /refused/.test((e as Error).message))
+    await assert.rejects(
+      natPmpMapUdp('127.0.0.1', 40000, 40000, 60, { timeoutMs: 2000, port: refusing.port }),
+      (e) => isDhtnetError(e, 'MAPPING_FAILED') && /refused/.test((e as Error).message),
+    )
     await assert.rejects(natPmpMapUdp('127.0.0.1', 40000, 40000, 60, { timeoutMs: 600, port: silent.port }), (e) => isDhtnetError(e, 'TIMEOUT'))
     assert.ok(silent.requests.length >= 2, 'the request was retransmitted')
     const ac = new AbortController()

@@ -7,7 +7,14 @@ import { heapUsedAfterGc, mutateBytes, randomBuffer, rng } from './helpers/fuzz.
 
 test('fuzz: 200,000 random and mutated STUN messages; only STUN_ERROR escapes; heap bounded', () => {
   const seeds: Buffer[] = SCENARIOS.flatMap((s) => stunFrames(s).map(({ frame }) => Buffer.from(frame.hex, 'hex')))
-  seeds.push(new StunMessageBuilder(BINDING_REQUEST).addText(StunAttr.USERNAME, 'a:b').addXorAddress(StunAttr.XOR_MAPPED_ADDRESS, { address: '2001:db8::1', port: 1 }).addErrorCode(487, 'x').addUnknownAttributes([1, 2]).build({ integrityKey: shortTermKey('k') }))
+  seeds.push(
+    new StunMessageBuilder(BINDING_REQUEST)
+      .addText(StunAttr.USERNAME, 'a:b')
+      .addXorAddress(StunAttr.XOR_MAPPED_ADDRESS, { address: '2001:db8::1', port: 1 })
+      .addErrorCode(487, 'x')
+      .addUnknownAttributes([1, 2])
+      .build({ integrityKey: shortTermKey('k') }),
+  )
   const next = rng(0x5eed)
   const key = shortTermKey('4d374fab49773be411e784e6')
   const started = performance.now()
@@ -23,7 +30,18 @@ test('fuzz: 200,000 random and mutated STUN messages; only STUN_ERROR escapes; h
       const m = StunMessage.decode(input)
       decoded++
       // every accessor, as the agent would call them
-      for (const get of [() => m.username, () => m.priority, () => m.iceControlled, () => m.iceControlling, () => m.xorMappedAddress, () => m.mappedAddress, () => m.errorCode, () => m.unknownAttributes, () => m.software, () => m.useCandidate]) {
+      for (const get of [
+        () => m.username,
+        () => m.priority,
+        () => m.iceControlled,
+        () => m.iceControlling,
+        () => m.xorMappedAddress,
+        () => m.mappedAddress,
+        () => m.errorCode,
+        () => m.unknownAttributes,
+        () => m.software,
+        () => m.useCandidate,
+      ]) {
         try {
           get()
         } catch (err) {

@@ -133,8 +133,14 @@ test('closing one side ends the other side with a close event; sends then fail w
   const err = await closed
   assert.ok(isDhtnetError(err, 'CONNECTION_CLOSED'))
   assert.equal(b.reliable.closed, true)
-  assert.throws(() => b.reliable.send(Buffer.from('x')), (e: unknown) => isDhtnetError(e, 'TRANSPORT_CLOSED'))
-  assert.throws(() => a.reliable.send(Buffer.from('x')), (e: unknown) => isDhtnetError(e, 'TRANSPORT_CLOSED'))
+  assert.throws(
+    () => b.reliable.send(Buffer.from('x')),
+    (e: unknown) => isDhtnetError(e, 'TRANSPORT_CLOSED'),
+  )
+  assert.throws(
+    () => a.reliable.send(Buffer.from('x')),
+    (e: unknown) => isDhtnetError(e, 'TRANSPORT_CLOSED'),
+  )
 })
 
 test('a tampered fingerprint never yields a connection', async () => {
@@ -168,18 +174,44 @@ test('ICE server specs: STUN, TURN/UDP, refused TURN/TCP and TLS', () => {
   assert.deepEqual(parseIceServer('stun:127.0.0.1:3478'), { hostname: '127.0.0.1', port: 3478 })
   assert.deepEqual(parseIceServer('stun:example.org'), { hostname: 'example.org', port: 3478 })
   assert.deepEqual(parseIceServer('turn:alice:s3cr:et@[::1]:3479'), {
-    hostname: '::1', port: 3479, username: 'alice', password: 's3cr:et', relayType: 'TurnUdp',
+    hostname: '::1',
+    port: 3479,
+    username: 'alice',
+    password: 's3cr:et',
+    relayType: 'TurnUdp',
   })
   assert.deepEqual(parseIceServer({ url: 'turn:10.0.0.1', username: 'u', password: 'p' }), {
-    hostname: '10.0.0.1', port: 3478, username: 'u', password: 'p', relayType: 'TurnUdp',
+    hostname: '10.0.0.1',
+    port: 3478,
+    username: 'u',
+    password: 'p',
+    relayType: 'TurnUdp',
   })
-  assert.throws(() => parseIceServer('turn:u:p@h:3478?transport=tcp'), (e: unknown) => isDhtnetError(e, 'UNSUPPORTED_TRANSPORT'))
-  assert.throws(() => parseIceServer('turns:u:p@h:5349'), (e: unknown) => isDhtnetError(e, 'UNSUPPORTED_TRANSPORT'))
-  assert.throws(() => parseIceServer('turn:host:3478'), (e: unknown) => isDhtnetError(e, 'BAD_ICE_SERVER') && /user name/.test(e.message))
-  assert.throws(() => parseIceServer('http://x'), (e: unknown) => isDhtnetError(e, 'BAD_ICE_SERVER'))
-  assert.throws(() => parseIceServer('stun:h:99999'), (e: unknown) => isDhtnetError(e, 'BAD_ICE_SERVER'))
+  assert.throws(
+    () => parseIceServer('turn:u:p@h:3478?transport=tcp'),
+    (e: unknown) => isDhtnetError(e, 'UNSUPPORTED_TRANSPORT'),
+  )
+  assert.throws(
+    () => parseIceServer('turns:u:p@h:5349'),
+    (e: unknown) => isDhtnetError(e, 'UNSUPPORTED_TRANSPORT'),
+  )
+  assert.throws(
+    () => parseIceServer('turn:host:3478'),
+    (e: unknown) => isDhtnetError(e, 'BAD_ICE_SERVER') && /user name/.test(e.message),
+  )
+  assert.throws(
+    () => parseIceServer('http://x'),
+    (e: unknown) => isDhtnetError(e, 'BAD_ICE_SERVER'),
+  )
+  assert.throws(
+    () => parseIceServer('stun:h:99999'),
+    (e: unknown) => isDhtnetError(e, 'BAD_ICE_SERVER'),
+  )
   // passwords are not echoed in errors
-  assert.throws(() => parseIceServer('turn:bob:hunter2@:1'), (e: unknown) => isDhtnetError(e) && !e.message.includes('hunter2'))
+  assert.throws(
+    () => parseIceServer('turn:bob:hunter2@:1'),
+    (e: unknown) => isDhtnetError(e) && !e.message.includes('hunter2'),
+  )
 })
 
 test('ice_msg classification: our SDP vs DHTNet pjnath ICE-TCP messages', async () => {
@@ -189,7 +221,8 @@ test('ice_msg classification: our SDP vs DHTNet pjnath ICE-TCP messages', async 
   } finally {
     a.close()
   }
-  const dhtnet = 'Ab3x\nPwdPwdPwdPwdPwd0123\nHc0a800a5 1 TCP 2130706431 192.168.0.5 43613 typ host tcptype passive\nHc0a800a5 1 TCP 2130706431 192.168.0.5 9 typ host tcptype active\n'
+  const dhtnet =
+    'Ab3x\nPwdPwdPwdPwdPwd0123\nHc0a800a5 1 TCP 2130706431 192.168.0.5 43613 typ host tcptype passive\nHc0a800a5 1 TCP 2130706431 192.168.0.5 9 typ host tcptype active\n'
   assert.equal(classifyIceMessage(dhtnet), 'dhtnet-ice')
   assert.equal(classifyIceMessage('garbage with spaces'), 'unknown')
 })

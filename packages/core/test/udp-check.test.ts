@@ -28,7 +28,9 @@ describe('UDP check (STUN over UDP and over TCP to the same server)', () => {
     responder = createSocket('udp4')
     responder.on('message', (msg, from) => {
       const req = StunMessage.decode(msg)
-      const answer = StunMessageBuilder.responseTo(req, 'success').addXorAddress(StunAttr.XOR_MAPPED_ADDRESS, { address: from.address, port: from.port }).build({ fingerprint: false })
+      const answer = StunMessageBuilder.responseTo(req, 'success')
+        .addXorAddress(StunAttr.XOR_MAPPED_ADDRESS, { address: from.address, port: from.port })
+        .build({ fingerprint: false })
       responder!.send(answer, from.port, from.address)
     })
     responder.bind(0, '127.0.0.1')

@@ -30,7 +30,9 @@ if (process.env.DHTNET_TUN_SKIP_BUILD === '1') {
 function findNodeGyp() {
   try {
     return { cmd: process.execPath, args: [createRequire(join(pkgDir, 'package.json')).resolve('node-gyp/bin/node-gyp.js')] }
-  } catch {}
+  } catch {
+    // not installed as our devDependency: look further
+  }
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     if (dir && existsSync(join(dir, 'node-gyp'))) return { cmd: join(dir, 'node-gyp'), args: [] }
   }
@@ -46,7 +48,9 @@ function localNodeDir() {
     const h = readFileSync(join(prefix, 'include/node/node_version.h'), 'utf8')
     const v = ['MAJOR', 'MINOR', 'PATCH'].map((k) => h.match(new RegExp(`#define NODE_${k}_VERSION (\\d+)`))?.[1]).join('.')
     if (v === process.versions.node && existsSync(join(prefix, 'include/node/common.gypi'))) return prefix
-  } catch {}
+  } catch {
+    // no local headers: node-gyp fetches them
+  }
   return undefined
 }
 
@@ -62,8 +66,10 @@ const configured = existsSync(join(pkgDir, 'build/Makefile')) && existsSync(stam
 const args = [...nodeGyp.args, configured ? 'build' : 'rebuild', ...(nodedir ? [`--nodedir=${nodedir}`] : [])]
 const result = spawnSync(nodeGyp.cmd, args, { cwd: pkgDir, stdio: ['ignore', 'inherit', 'inherit'] })
 if (result.status !== 0) {
-  say(`building the addon failed (${result.error?.message ?? `exit ${result.status ?? result.signal}`}): it needs python3, make and a C compiler ` +
-    '(Debian: apt-get install build-essential python3), and the Node headers (found next to node, or downloaded by node-gyp)')
+  say(
+    `building the addon failed (${result.error?.message ?? `exit ${result.status ?? result.signal}`}): it needs python3, make and a C compiler ` +
+      '(Debian: apt-get install build-essential python3), and the Node headers (found next to node, or downloaded by node-gyp)',
+  )
   process.exit(1)
 }
 if (!configured) writeFileSync(stampFile, stamp)

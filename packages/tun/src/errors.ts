@@ -4,8 +4,7 @@ import { isNativeError } from './native.js'
 
 export const DEFAULT_TUN_PATH = '/dev/net/tun'
 
-const PERMISSION_HINT_OPEN =
-  'opening it needs read/write access and CAP_NET_ADMIN: run as root, or give this user access to the device and `setcap cap_net_admin+ep $(which node)`'
+const PERMISSION_HINT_OPEN = 'opening it needs read/write access and CAP_NET_ADMIN: run as root, or give this user access to the device and `setcap cap_net_admin+ep $(which node)`'
 
 /** An error of `new TunHandle(path, name)`: open() of the clone device or ioctl(TUNSETIFF). */
 export function openError(err: unknown, path: string, name: string): DhtnetError {
@@ -18,7 +17,11 @@ export function openError(err: unknown, path: string, name: string): DhtnetError
       case 'ENODEV':
         return new DhtnetError('TUN_UNAVAILABLE', `${path} does not exist (${err.code}): the TUN driver is not available`, {
           cause: err,
-          ...(path === DEFAULT_TUN_PATH ? {} : { hint: `check the path (the usual one is ${DEFAULT_TUN_PATH}); if ${DEFAULT_TUN_PATH} is missing too: load the module with \`modprobe tun\`, or give the container the device` }),
+          ...(path === DEFAULT_TUN_PATH
+            ? {}
+            : {
+                hint: `check the path (the usual one is ${DEFAULT_TUN_PATH}); if ${DEFAULT_TUN_PATH} is missing too: load the module with \`modprobe tun\`, or give the container the device`,
+              }),
         })
       case 'EACCES':
       case 'EPERM':

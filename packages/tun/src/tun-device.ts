@@ -61,10 +61,7 @@ function checkName(name: string): void {
   if (typeof name !== 'string') throw new DhtnetError('INVALID_ARGUMENT', `invalid interface name ${String(name)}: not a string`)
   const bytes = Buffer.byteLength(name)
   const percent = name.match(/%/g)?.length ?? 0
-  if (
-    bytes < 1 || bytes > 15 || name === '.' || name === '..' || /[/:\s]/.test(name) ||
-    percent > 1 || (percent === 1 && !name.includes('%d'))
-  ) {
+  if (bytes < 1 || bytes > 15 || name === '.' || name === '..' || /[/:\s]/.test(name) || percent > 1 || (percent === 1 && !name.includes('%d'))) {
     throw new DhtnetError('INVALID_ARGUMENT', `invalid interface name ${JSON.stringify(name)}`, {
       hint: 'use 1-15 bytes without "/", ":" or spaces, with at most one "%d" (e.g. "dvpn%d")',
     })

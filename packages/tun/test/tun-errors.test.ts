@@ -36,15 +36,33 @@ describe('openTun errors in this process', { skip: addonBuilt ? undefined : 'the
 
   test('invalid names, MTUs and batch sizes are refused before anything is opened', () => {
     for (const name of ['a'.repeat(16), 'a/b', 'a b', 'a:1', '..', 'x%d%d', 'x%s']) {
-      assert.throws(() => openTun({ name, path: '/nonexistent' }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'), name)
+      assert.throws(
+        () => openTun({ name, path: '/nonexistent' }),
+        (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'),
+        name,
+      )
     }
     for (const mtu of [0, 67, 65536, 1500.5, Number.NaN]) {
-      assert.throws(() => openTun({ mtu, path: '/nonexistent' }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'), String(mtu))
+      assert.throws(
+        () => openTun({ mtu, path: '/nonexistent' }),
+        (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'),
+        String(mtu),
+      )
     }
-    assert.throws(() => openTun({ name: 7 as unknown as string }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'))
-    assert.throws(() => openTun({ path: '' }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'))
+    assert.throws(
+      () => openTun({ name: 7 as unknown as string }),
+      (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'),
+    )
+    assert.throws(
+      () => openTun({ path: '' }),
+      (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'),
+    )
     for (const batchSize of [0, 1025, 2.5]) {
-      assert.throws(() => openTun({ batchSize, path: '/nonexistent' }), (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'), String(batchSize))
+      assert.throws(
+        () => openTun({ batchSize, path: '/nonexistent' }),
+        (err: unknown) => isDhtnetError(err, 'INVALID_ARGUMENT'),
+        String(batchSize),
+      )
     }
   })
 })

@@ -82,7 +82,10 @@ describe('TUN devices in a network namespace', { skip, timeout: 180_000 }, () =>
       assert.equal(icmp.seq, i + 1)
     }
     const replies = child!.events.filter((e) => e.ev === 'replied' && e.id === 'a')
-    assert.deepEqual(replies.map((e) => e.ok), [true, true, true])
+    assert.deepEqual(
+      replies.map((e) => e.ok),
+      [true, true, true],
+    )
 
     const s = await stats('a')
     assert.ok(s.packetsIn! >= 3 && s.bytesIn! >= 3 * 84, JSON.stringify(s))
@@ -153,7 +156,10 @@ describe('TUN devices in a network namespace', { skip, timeout: 180_000 }, () =>
     const echoRequests = (since: number): ChildEvent[] => packetsOf('a', since).filter((e) => (e.icmp as { type: number } | undefined)?.type === 8)
     assert.equal(echoRequests(from).length, 0)
     await child!.request({ op: 'resume', id: 'a' }, (e) => e.ev === 'done' && e.op === 'resume', 'resume')
-    const delivered = await child!.waitFor((e) => child!.events.indexOf(e) >= from && e.ev === 'packet' && (e.icmp as { type: number } | undefined)?.type === 8, 'the queued echo request')
+    const delivered = await child!.waitFor(
+      (e) => child!.events.indexOf(e) >= from && e.ev === 'packet' && (e.icmp as { type: number } | undefined)?.type === 8,
+      'the queued echo request',
+    )
     assert.equal(delivered.dst, PEER)
   })
 

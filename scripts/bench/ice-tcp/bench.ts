@@ -54,7 +54,14 @@ async function run(mode: Mode): Promise<{ MBps: number; connectMs?: number }> {
       const transport = new IceTcpTransport({ identity: server, bindAddress: '127.0.0.1', includeLoopback: true })
       const signal = AbortSignal.timeout(60_000)
       const started = performance.now()
-      const session = await transport.createSession({ role: 'responder', connectionId: 1n, peerChain: client.chain, remoteDescription: ready.description, peerIsNative: mode === 'ice-native', signal })
+      const session = await transport.createSession({
+        role: 'responder',
+        connectionId: 1n,
+        peerChain: client.chain,
+        remoteDescription: ready.description,
+        peerIsNative: mode === 'ice-native',
+        signal,
+      })
       send({ cmd: 'answer', description: session.localDescription })
       const link = await session.connect({ signal })
       connectMs = performance.now() - started
@@ -101,13 +108,15 @@ for (const m of modes) {
   console.log(`| ${label[m]} | ${median(r.MBps).toFixed(0)} | ${r.connectMs.length ? `${median(r.connectMs).toFixed(1)} ms` : '—'} |`)
 }
 const get = (m: Mode) => Math.round(median(results.get(m)!.MBps))
-console.log(JSON.stringify({
-  ice_native_MBps: get('ice-native'),
-  ice_framed_MBps: get('ice-framed'),
-  baseline_tls_MBps: get('tls'),
-  baseline_tcp_MBps: get('tcp'),
-  ice_native_connect_ms: Math.round(median(results.get('ice-native')!.connectMs) * 10) / 10,
-  ice_framed_connect_ms: Math.round(median(results.get('ice-framed')!.connectMs) * 10) / 10,
-  mib: MIB,
-  runs: RUNS,
-}))
+console.log(
+  JSON.stringify({
+    ice_native_MBps: get('ice-native'),
+    ice_framed_MBps: get('ice-framed'),
+    baseline_tls_MBps: get('tls'),
+    baseline_tcp_MBps: get('tcp'),
+    ice_native_connect_ms: Math.round(median(results.get('ice-native')!.connectMs) * 10) / 10,
+    ice_framed_connect_ms: Math.round(median(results.get('ice-framed')!.connectMs) * 10) / 10,
+    mib: MIB,
+    runs: RUNS,
+  }),
+)

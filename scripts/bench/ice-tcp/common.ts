@@ -12,13 +12,6 @@ export function benchIdentity(name: 'server-id' | 'client-id'): Identity {
 
 export type Mode = 'tcp' | 'tls' | 'ice-framed' | 'ice-native'
 
-export type ParentMessage =
-  | { cmd: 'start'; mode: Mode; total: number }
-  | { cmd: 'answer'; description: string }
-  | { cmd: 'quit' }
+export type ParentMessage = { cmd: 'start'; mode: Mode; total: number } | { cmd: 'answer'; description: string } | { cmd: 'quit' }
 
-export type ChildMessage =
-  | { ready: 'port'; port: number }
-  | { ready: 'description'; description: string }
-  | { done: true; ms: number; bytes: number }
-  | { error: string }
+export type ChildMessage = { ready: 'port'; port: number } | { ready: 'description'; description: string } | { done: true; ms: number; bytes: number } | { error: string }

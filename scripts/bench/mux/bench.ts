@@ -78,7 +78,7 @@ async function fairness(mux: { a: Multiplexer; b: Multiplexer }, samples = 30): 
   const small = await mux.a.openChannel('fair-small')
   const smallRemote = await echo
   bulk.on('error', () => {})
-  let stop = false
+  let stop = false as boolean // set when the measurement is done
   const block = Buffer.alloc(1024 * 1024, 1)
   const pump = (async () => {
     const deadline = Date.now() + 30_000
@@ -113,16 +113,16 @@ async function openRtt(mux: { a: Multiplexer; b: Multiplexer }, n = 200): Promis
   return out
 }
 
-async function memoryPair(): Promise<TransportPair> {
+function memoryPair(): Promise<TransportPair> {
   const [a, b] = createMemoryTransportPair()
-  return {
+  return Promise.resolve({
     a,
     b,
     close: async () => {
       a.close()
       await new Promise((r) => b.once('close', r))
     },
-  }
+  })
 }
 
 async function webrtcPair(): Promise<TransportPair & { peers: EventEmitter[] }> {

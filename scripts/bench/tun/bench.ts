@@ -154,7 +154,10 @@ async function main(): Promise<void> {
     const basePps = median(base.map((r) => r.pps!))
     const lost = ours.reduce((s, r) => s + (r.lost ?? 0), 0)
     rows.push({
-      name: `forward ${size} B (write tbA → kernel → read tbB)`, ours: pps, base: basePps, unit: 'packets/s',
+      name: `forward ${size} B (write tbA → kernel → read tbB)`,
+      ours: pps,
+      base: basePps,
+      unit: 'packets/s',
       note: `avg batch ${median(ours.map((r) => r.avgBatch!))} (C ${median(base.map((r) => r.avgBatch!))}), lost ${lost}`,
     })
     result[`forward_${size}B_pps`] = pps
@@ -164,7 +167,13 @@ async function main(): Promise<void> {
   }
   const pingC = await pingFlood(c('echo', '120'))
   const pingOurs = await pingFlood(node('echo', '120'))
-  rows.push({ name: `ping -f ×${PINGS} through tbC (echo replies)`, ours: pingOurs.perSecond, base: pingC.perSecond, unit: 'pings/s', note: `rtt avg ${pingOurs.rttAvgUs} µs (C ${pingC.rttAvgUs} µs), received ${pingOurs.received}/${PINGS} (C ${pingC.received})` })
+  rows.push({
+    name: `ping -f ×${PINGS} through tbC (echo replies)`,
+    ours: pingOurs.perSecond,
+    base: pingC.perSecond,
+    unit: 'pings/s',
+    note: `rtt avg ${pingOurs.rttAvgUs} µs (C ${pingC.rttAvgUs} µs), received ${pingOurs.received}/${PINGS} (C ${pingC.received})`,
+  })
   result.ping_flood_per_s = pingOurs.perSecond
   result.ping_flood_c_per_s = pingC.perSecond
   result.ping_rtt_avg_us = pingOurs.rttAvgUs

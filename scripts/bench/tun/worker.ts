@@ -60,10 +60,16 @@ async function forward(count: number, size: number, window: number, batch: numbe
   const seconds = (performance.now() - start) / 1000
   const sa = a.stats
   const sb = b.stats
-  process.stdout.write(JSON.stringify({
-    pps: Math.round(got / seconds), seconds: Number(seconds.toFixed(3)), received: got, lost, writeDrops: sa.drops,
-    avgBatch: Number((sb.packetsIn / Math.max(1, sb.readBatches)).toFixed(1)),
-  }) + '\n')
+  process.stdout.write(
+    JSON.stringify({
+      pps: Math.round(got / seconds),
+      seconds: Number(seconds.toFixed(3)),
+      received: got,
+      lost,
+      writeDrops: sa.drops,
+      avgBatch: Number((sb.packetsIn / Math.max(1, sb.readBatches)).toFixed(1)),
+    }) + '\n',
+  )
   a.close()
   b.close()
 }

@@ -93,7 +93,15 @@ async function outbound(allocation: TurnAllocation): Promise<{ ours: Socket; the
 const dir = tempDir()
 const cert = throwawayCertificate(dir)
 const coturn = await startLoopbackCoturn({ tls: { cert: cert.cert, key: cert.key } })
-const results = { allocTcp: [] as number[], allocTls: [] as number[], inbound: [] as number[], outbound: [] as number[], relayIn: [] as number[], relayOut: [] as number[], raw: [] as number[] }
+const results = {
+  allocTcp: [] as number[],
+  allocTls: [] as number[],
+  inbound: [] as number[],
+  outbound: [] as number[],
+  relayIn: [] as number[],
+  relayOut: [] as number[],
+  raw: [] as number[],
+}
 let stalls = 0
 let bidirectionalRuns = 0
 try {

@@ -43,10 +43,7 @@ export async function prepareOutput(dir: string, names: string[], force: boolean
   }
 }
 
-export async function generateWithProgress(
-  io: Io,
-  options: { name: string; keySize: RsaKeySize; issuer?: Identity; ca?: boolean },
-): Promise<Identity> {
+export async function generateWithProgress(io: Io, options: { name: string; keySize: RsaKeySize; issuer?: Identity; ca?: boolean }): Promise<Identity> {
   const key = await withProgress(io, `Generating RSA-${options.keySize} key for ${options.name}`, () => generateRsaKey(options.keySize))
   return generateIdentity({ ...options, privateKey: key })
 }

@@ -1,15 +1,5 @@
 import { join, resolve } from 'node:path'
-import {
-  issueCertificate,
-  loadIdentity,
-  parseCertificateChain,
-  publicKeyIds,
-  readPemFile,
-  readSigningRequest,
-  saveCertificate,
-  type Identity,
-  type RsaKeySize,
-} from '@dhtnet/core'
+import { issueCertificate, loadIdentity, parseCertificateChain, publicKeyIds, readPemFile, readSigningRequest, saveCertificate, type Identity, type RsaKeySize } from '@dhtnet/core'
 import { generatePairWithProgress, generateWithProgress, loadCa, prepareOutput, save, stem } from './identities.js'
 import type { Io } from './output.js'
 

@@ -3,14 +3,12 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { createRequire } from 'node:module'
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { parse as parseYaml } from 'yaml' // only to check that what we wrote parses
 
 const CLI = resolve(import.meta.dirname, '..', 'dist', 'cli.js')
-// yaml is a dependency of @dhtnet/core; used here only to check that what we wrote parses
-const YAML = createRequire(resolve(import.meta.dirname, '..', '..', '..', 'packages', 'core', 'package.json'))('yaml') as { parse(s: string): any }
 const root = mkdtempSync(join(tmpdir(), 'dhtnet-crtmgr-i-'))
 const home = join(root, 'home')
 mkdirSync(home)
@@ -46,7 +44,7 @@ test('-i server, then client signed by the server CA: identities, YAML configs, 
   assert.equal(server.status, 0, server.out)
   assert.match(server.out, /Generate identity for server or client\? \[\(C\)lient\/\(s\)erver\] \(default: client\): /)
   assert.match(server.out, new RegExp(`Configuration file created in ${join(srv, 'dnc.yaml')}`))
-  const serverYaml = YAML.parse(readFileSync(join(srv, 'dnc.yaml'), 'utf8'))
+  const serverYaml = parseYaml(readFileSync(join(srv, 'dnc.yaml'), 'utf8')) as Record<string, unknown>
   assert.equal(serverYaml.certificate, join(srv, 'id', 'id-server.crt'))
   assert.equal(serverYaml.privateKey, join(srv, 'id', 'id-server.pem'))
   assert.equal(serverYaml.anonymous, true)
@@ -58,7 +56,7 @@ test('-i server, then client signed by the server CA: identities, YAML configs, 
   const cli = join(root, 'cli')
   const client = interactive(['c', 'y', srv, cli, 'y'])
   assert.equal(client.status, 0, client.out)
-  const clientYaml = YAML.parse(readFileSync(join(cli, 'config.yml'), 'utf8'))
+  const clientYaml = parseYaml(readFileSync(join(cli, 'config.yml'), 'utf8')) as Record<string, unknown>
   assert.equal(clientYaml.certificate, join(cli, 'certificate.crt'))
   assert.equal(clientYaml.privateKey, join(cli, 'certificate.pem'))
   assert.equal(clientYaml.ip, '127.0.0.1')
@@ -101,7 +99,10 @@ test('-i client with its own CA; ssh config with other hosts is appended to, not
 test('-i client: a missing server CA is a clear error, and nothing is created', { skip: !hasScript && 'util-linux script is not installed' }, () => {
   const r = interactive(['c', 'y', join(root, 'no-server'), join(root, 'never')])
   assert.equal(r.status, 1, r.out)
-  assert.match(r.out, /dhtnet-crtmgr: error: unable to load the server CA from .*no-server\/CA: identity files missing: certificate file .*ca-server\.crt does not exist and private key file .*ca-server\.pem does not exist/)
+  assert.match(
+    r.out,
+    /dhtnet-crtmgr: error: unable to load the server CA from .*no-server\/CA: identity files missing: certificate file .*ca-server\.crt does not exist and private key file .*ca-server\.pem does not exist/,
+  )
   assert.match(r.out, /hint: generate the server CA first/)
   assert.ok(!existsSync(join(root, 'never')))
 })

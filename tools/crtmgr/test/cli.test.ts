@@ -57,7 +57,21 @@ function pubkeyIds(keyFile: string): { id: string; longId: string } {
 test('-h and -v exit 0 on stdout', () => {
   const help = run(['-h'])
   assert.equal(help.status, 0)
-  for (const flag of ['-o, --output', '-c, --certificate', '-p, --privatekey', '-n, --name', '-a, --identifier', '-s, --setup', '-i, --interactive', '--generate', '--sign', '--key-size', '--force', '-v, --version', '-h, --help']) {
+  for (const flag of [
+    '-o, --output',
+    '-c, --certificate',
+    '-p, --privatekey',
+    '-n, --name',
+    '-a, --identifier',
+    '-s, --setup',
+    '-i, --interactive',
+    '--generate',
+    '--sign',
+    '--key-size',
+    '--force',
+    '-v, --version',
+    '-h, --help',
+  ]) {
     assert.ok(help.stdout.includes(flag), `help lists ${flag}`)
   }
   assert.equal(help.stderr, '')

@@ -5,7 +5,22 @@
  * message and a hint, never a stack trace.
  */
 import { Command, Option } from 'commander'
-import { addOptions, anonymousOption, collectList, configureProgramOutput, isMainModule, networkOptions, parseWith, pickDefined, readCommonArgs, runCli, runOptions, versionOption, type CommonArgs, type ParseOutcome } from '@dhtnet/cli-kit'
+import {
+  addOptions,
+  anonymousOption,
+  collectList,
+  configureProgramOutput,
+  isMainModule,
+  networkOptions,
+  parseWith,
+  pickDefined,
+  readCommonArgs,
+  runCli,
+  runOptions,
+  versionOption,
+  type CommonArgs,
+  type ParseOutcome,
+} from '@dhtnet/cli-kit'
 import { DNC_EXIT_CODES, EXIT_USAGE } from './errors.js'
 import { DNC_VERSION } from './version.js'
 
@@ -60,7 +75,7 @@ export function buildProgram(): Command {
 export function parseArgs(argv: string[]): ParseOutcome<ParsedArgs> {
   return parseWith(buildProgram(), argv, EXIT_USAGE, (program) => {
     const o = program.opts<Record<string, unknown>>()
-    const str = (k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined)
+    const str = (k: string): string | undefined => (typeof o[k] === 'string' ? o[k] : undefined)
     const [peer, ...extraArgs] = program.args
     return {
       ...readCommonArgs(program),
@@ -70,7 +85,7 @@ export function parseArgs(argv: string[]): ParseOutcome<ParsedArgs> {
       ...pickDefined('localForward', str('localForward')),
       ...pickDefined('port', str('port')),
       ...pickDefined('ip', str('ip')),
-      allow: (o.allow as string[]) ?? [],
+      allow: (o.allow as string[] | undefined) ?? [],
     }
   })
 }

@@ -32,12 +32,12 @@ export async function openServiceChannel(node: ToolNode, options: ClientOptions,
 export async function runClient(node: ToolNode, options: ClientOptions, log: Log, io: ClientIo, signal?: AbortSignal): Promise<number> {
   const channel = await openServiceChannel(node, options, log, signal)
   // the reader of our stdout went away (`dnc ... | head`): like netcat, that is not a failure of dnc
-  let outputClosed = false
+  let outputClosed = false as boolean // set by the output's error listener
   const onOutputError = (err: NodeJS.ErrnoException): void => {
     if (err.code === 'EPIPE') outputClosed = true
   }
   io.stdout.on('error', onOutputError)
-  let interrupted = false
+  let interrupted = false as boolean // set by the signal handler
   const onAbort = (): void => {
     interrupted = true
     channel.destroy(new Error('the dnc client was interrupted'))
@@ -51,8 +51,7 @@ export async function runClient(node: ToolNode, options: ClientOptions, log: Log
       endOutput: false,
       // a person at a terminal: when the remote side is done, so is dnc (netcat would wait for Ctrl-D)
       endInputWithChannel: (io.stdin as { isTTY?: boolean }).isTTY === true,
-      describeLocalError: (err) =>
-        outputClosed ? 'the client closed its output' : `the client failed: ${err.message}`,
+      describeLocalError: (err) => (outputClosed ? 'the client closed its output' : `the client failed: ${err.message}`),
       abortLocal: () => io.stdin.destroy(),
     })
     // our last bytes and EOF may still be on their way: wait until the peer has them before the process stops

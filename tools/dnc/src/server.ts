@@ -105,13 +105,13 @@ function addressLabel(address: string, port: number): string {
 
 /** Tries each allowed address in order (a name may resolve to ::1 and 127.0.0.1); the last error if none answers. */
 async function connectFirst(addresses: readonly string[], port: number): Promise<{ socket: Socket; label: string }> {
-  let last: unknown
+  let last: Error | undefined
   for (const address of addresses) {
     const label = addressLabel(address, port)
     try {
       return { socket: await connectService(address, port, label), label }
     } catch (err) {
-      last = err
+      last = err as Error // connectService rejects with Errors
     }
   }
   throw last ?? new Error(`no address to connect to on port ${port}`)

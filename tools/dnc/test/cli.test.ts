@@ -24,7 +24,32 @@ function parsed(argv: string[]): ParsedArgs {
 }
 
 test('DHTNet flags parse with their meaning, in any order', () => {
-  const a = parsed([ID40, '-P', '2222', '-i', '::1', '-b', 'h1:4222', '-b', 'h2,h3', '-t', 'turn.example', '-u', 'u', '-w', 'p', '-r', 'r', '-c', 'c.crt', '-p', 'k.pem', '-d', 'x.yaml', '-a'])
+  const a = parsed([
+    ID40,
+    '-P',
+    '2222',
+    '-i',
+    '::1',
+    '-b',
+    'h1:4222',
+    '-b',
+    'h2,h3',
+    '-t',
+    'turn.example',
+    '-u',
+    'u',
+    '-w',
+    'p',
+    '-r',
+    'r',
+    '-c',
+    'c.crt',
+    '-p',
+    'k.pem',
+    '-d',
+    'x.yaml',
+    '-a',
+  ])
   assert.equal(a.peer, ID40)
   assert.equal(a.port, '2222')
   assert.equal(a.ip, '::1')
@@ -59,7 +84,6 @@ test('precedence: flags win over YAML, YAML over defaults; YAML bools only turn 
   writeFileSync(yaml, 'bootstrap: yaml.example\nip: 10.1.2.3\nport: 2022\nverbose: true\nanonymous: true\ntimeout: 7\ncertificate: id/c.crt\nprivateKey: id/c.pem\n')
   const fromYaml = await resolveOptions(parsed(['-d', yaml, ID40]), { home })
   assert.equal(fromYaml.mode, 'client')
-  if (fromYaml.mode !== 'client') return
   assert.deepEqual(fromYaml.bootstrap, ['yaml.example'])
   assert.equal(fromYaml.host, '10.1.2.3')
   assert.equal(fromYaml.port, 2022)
@@ -69,7 +93,6 @@ test('precedence: flags win over YAML, YAML over defaults; YAML bools only turn 
 
   const fromFlags = await resolveOptions(parsed(['-d', yaml, '-b', 'flag.example', '-i', '127.0.0.1', '-P', '22', '--timeout', '1.5', '-q', ID40]), { home })
   assert.equal(fromFlags.mode, 'client')
-  if (fromFlags.mode !== 'client') return
   assert.deepEqual(fromFlags.bootstrap, ['flag.example'])
   assert.equal(fromFlags.host, '127.0.0.1')
   assert.equal(fromFlags.port, 22)
@@ -78,12 +101,10 @@ test('precedence: flags win over YAML, YAML over defaults; YAML bools only turn 
 
   const defaults = await resolveOptions(parsed([ID40]), { home })
   assert.equal(defaults.mode, 'client')
-  if (defaults.mode !== 'client') return
   assert.deepEqual([defaults.host, defaults.port, defaults.timeoutMs, defaults.configPath], ['127.0.0.1', 22, 30000, undefined])
 
   const srv = await resolveOptions(parsed(['-l', '-d', yaml, '--allow', '8080']), { home })
   assert.equal(srv.mode, 'server')
-  if (srv.mode !== 'server') return
   assert.equal(srv.anonymous, true)
   assert.deepEqual(srv.services, [{ ip: '127.0.0.1', port: 8080 }])
 })
@@ -139,7 +160,25 @@ test('the binary: help and version on stdout with exit 0', () => {
   const h = dnc(['-h'], home)
   assert.equal(h.status, 0)
   assert.match(h.stdout, /^Usage: dnc \[options\] \[PEER_ID\]/)
-  for (const flag of ['-P, --port', '-i, --ip', '-l, --listen', '-L, --local-forward', '-b, --bootstrap', '-t, --turn_host', '-u, --turn_user', '-w, --turn_pass', '-r, --turn_realm', '-c, --certificate', '-p, --privateKey', '-d, --configuration', '-a, --anonymous', '-v, --version', '--verbose', '-q, --quiet', '--timeout']) {
+  for (const flag of [
+    '-P, --port',
+    '-i, --ip',
+    '-l, --listen',
+    '-L, --local-forward',
+    '-b, --bootstrap',
+    '-t, --turn_host',
+    '-u, --turn_user',
+    '-w, --turn_pass',
+    '-r, --turn_realm',
+    '-c, --certificate',
+    '-p, --privateKey',
+    '-d, --configuration',
+    '-a, --anonymous',
+    '-v, --version',
+    '--verbose',
+    '-q, --quiet',
+    '--timeout',
+  ]) {
     assert.ok(h.stdout.includes(flag), `help lists ${flag}`)
   }
   const v = dnc(['-v'], home)

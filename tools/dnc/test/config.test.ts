@@ -50,7 +50,10 @@ test('relative identity paths are relative to the file; IPv6 and names in author
   )
   assert.equal(c.certificate, '/srv/dnc/id/server.crt')
   assert.equal(c.privateKey, '/abs/server.pem')
-  assert.deepEqual(c.authorized_services, [{ ip: '::1', port: 22 }, { ip: 'localhost', port: 80 }])
+  assert.deepEqual(c.authorized_services, [
+    { ip: '::1', port: 22 },
+    { ip: 'localhost', port: 80 },
+  ])
   assert.equal(c.allow_all_services, false)
   assert.deepEqual(c.bootstrap, ['a.example:4222', 'b.example'])
   assert.equal(c.timeout, 2.5)
@@ -72,7 +75,11 @@ test('each wrong value is a usage error naming the file and the key', () => {
     ['port: 1\nport: 2', /is not valid YAML/],
   ]
   for (const [text, message] of cases) {
-    assert.throws(() => parseConfig(text, '/x/dnc.yaml'), (err: unknown) => err instanceof UsageError && message.test(err.message) && err.message.includes('/x/dnc.yaml'), text)
+    assert.throws(
+      () => parseConfig(text, '/x/dnc.yaml'),
+      (err: unknown) => err instanceof UsageError && message.test(err.message) && err.message.includes('/x/dnc.yaml'),
+      text,
+    )
   }
 })
 
@@ -82,7 +89,10 @@ test('unknown keys are reported, not fatal', () => {
 })
 
 test('missing file: usage error with the path and a hint', async () => {
-  await assert.rejects(readConfigFile('/nonexistent/dnc.yaml'), (err: unknown) => err instanceof UsageError && /\/nonexistent\/dnc\.yaml: no such file/.test(err.message) && /crtmgr/.test(err.hint ?? ''))
+  await assert.rejects(
+    readConfigFile('/nonexistent/dnc.yaml'),
+    (err: unknown) => err instanceof UsageError && /\/nonexistent\/dnc\.yaml: no such file/.test(err.message) && /crtmgr/.test(err.hint ?? ''),
+  )
 })
 
 test('default locations: ~/.dnc/config.yml first, then /etc/dhtnet/dnc.yaml', async () => {

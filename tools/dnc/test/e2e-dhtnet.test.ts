@@ -41,7 +41,12 @@ async function serve(handler: (s: import('node:net').Socket) => void): Promise<n
 before(async () => {
   assertBuilt()
   dir = tempDir('e2e-dhtnet')
-  sinkPort = await serve((s) => hashUntilEnd(s).then((r) => sinkResults.push(r), () => {}))
+  sinkPort = await serve((s) => {
+    void hashUntilEnd(s).then(
+      (r) => sinkResults.push(r),
+      () => {},
+    )
+  })
   echoPort = await serve((s) => s.pipe(s))
   const bootstrap = (await startBootstrap(procs)).address
   const home = join(dir, 'server')
@@ -67,7 +72,7 @@ function client(args: string[], options: { stdin?: 'pipe' | 'ignore' } = {}) {
   return startClient(procs, clientHome, ['-d', clientConfig, '--bind', '127.0.0.1', ...args], { ...options, env: { ...userEnv(clientHome), ...DHTNET } })
 }
 
-test('DHTNet path: echo round trip; the connection runs DHTNet\'s multiplexer over ICE-TCP', async () => {
+test("DHTNet path: echo round trip; the connection runs DHTNet's multiplexer over ICE-TCP", async () => {
   const c = client(['--verbose', '-P', String(echoPort), server.id])
   // no half-close in DHTNet's protocol: wait for the echo before ending stdin
   c.child.stdin!.write('over dhtnet\n')

@@ -54,10 +54,13 @@ async function serve(handler: (s: Socket) => void, host = '127.0.0.1'): Promise<
 }
 
 function hashInto(s: Socket, results: SinkResult[], then?: () => void): void {
-  hashUntilEnd(s).then((r) => {
-    results.push(r)
-    then?.()
-  }, () => {}) // a reset socket records nothing, as before
+  hashUntilEnd(s).then(
+    (r) => {
+      results.push(r)
+      then?.()
+    },
+    () => {},
+  ) // a reset socket records nothing, as before
 }
 
 before(async () => {
@@ -86,12 +89,10 @@ before(async () => {
   const services = [sinkPort, afterEofPort, greeterPort, echoPort, refusingPort].map((p) => `  - ip: "127.0.0.1"\n    port: ${p}\n`)
   services.push(`  - ip: "localhost"\n    port: ${namedEchoPort}\n`)
   if (echo6Port) services.push(`  - ip: "::1"\n    port: ${echo6Port}\n`)
-  server = await startServer(
-    procs,
-    join(dir, 'server'),
-    `bootstrap: "${bootstrap}"\nanonymous: true\nverbose: false\nauthorized_services:\n${services.join('')}`,
-    ['--bind', '127.0.0.1'],
-  )
+  server = await startServer(procs, join(dir, 'server'), `bootstrap: "${bootstrap}"\nanonymous: true\nverbose: false\nauthorized_services:\n${services.join('')}`, [
+    '--bind',
+    '127.0.0.1',
+  ])
   clientHome = join(dir, 'client')
   clientConfig = join(dir, 'client.yml')
   writeFileSync(clientConfig, `bootstrap: "${bootstrap}"\nip: "127.0.0.1"\n`)

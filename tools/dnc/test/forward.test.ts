@@ -9,7 +9,7 @@ import { Multiplexer, type ChannelSocket } from '@dhtnet/core'
 import { forwardChannelToTcp } from '../src/forward.js'
 import { connectService } from '../src/server.js'
 import { memoryTransportPair } from '../../../packages/cli-kit/test/helpers/memory-transport.js'
-import { echoService, closedPort, hashUntilEnd, sendPattern, sinkService, tcpConnect } from '../../../packages/cli-kit/test/helpers/tcp.js'
+import { echoService, closedPort, hashUntilEnd, sendPattern, sinkService } from '../../../packages/cli-kit/test/helpers/tcp.js'
 
 const muxes: Multiplexer[] = []
 after(() => {
@@ -75,7 +75,10 @@ test('the service resets the connection: the client channel errors with the reas
   const { local, remote } = await channelPair()
   const tcp = await connectService('127.0.0.1', port, `127.0.0.1:${port}`)
   const forwarding = forwardChannelToTcp(remote, tcp, `127.0.0.1:${port}`)
-  const outcome = forwarding.then(() => 'resolved', (e: Error) => e.message)
+  const outcome = forwarding.then(
+    () => 'resolved',
+    (e: Error) => e.message,
+  )
   local.write('hello')
   const err = await new Promise<Error>((resolve) => local.once('error', resolve))
   assert.equal((err as { code?: string }).code, 'CHANNEL_RESET')
@@ -92,16 +95,17 @@ test('the client resets the channel: the service sees a TCP reset, not a clean e
       s.on('end', () => resolve('clean end'))
     })
     server.listen(0, '127.0.0.1', () => after(() => server.close()))
-    void tcpConnect // keep the import used
-    setImmediate(async () => {
-      const port = (server.address() as AddressInfo).port
-      const { local, remote } = await channelPair()
-      const tcp = await connectService('127.0.0.1', port, 'svc')
-      const forwarding = forwardChannelToTcp(remote, tcp, 'svc')
-      forwarding.catch(() => {})
-      local.on('error', () => {})
-      local.write('some bytes')
-      setTimeout(() => local.destroy(new Error('client gave up')), 50)
+    setImmediate(() => {
+      void (async () => {
+        const port = (server.address() as AddressInfo).port
+        const { local, remote } = await channelPair()
+        const tcp = await connectService('127.0.0.1', port, 'svc')
+        const forwarding = forwardChannelToTcp(remote, tcp, 'svc')
+        forwarding.catch(() => {})
+        local.on('error', () => {})
+        local.write('some bytes')
+        setTimeout(() => local.destroy(new Error('client gave up')), 50)
+      })()
     })
   })
   assert.equal(await seen, 'ECONNRESET')

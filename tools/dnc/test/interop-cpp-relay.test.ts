@@ -122,11 +122,16 @@ test('C++ dnc (eim, no TURN) → our dnc -l behind a UDP-blocking router, throug
   // DHTNet's client puts its certificate on the DHT while its first request goes out, and our server, whose DHT
   // reaches only the bootstrap through this router, may look it up before it is there (then it refuses silently, as
   // DHTNet does): a first run of the same identity publishes it (measured: 2 of 3 runs failed that way without this)
-  const warmup = procs.start('C++ dnc (publishing its certificate)', join(CPP, 'dnc'), ['-d', config('cpp-warmup', clientId, `ip: "127.0.0.1"\nport: ${ECHO_PORT}\n`), '0'.repeat(64)], {
-    netns: net!.hostB,
-    stdin: 'ignore',
-    env: userEnv(join(dir, 'cpp-warmup')),
-  })
+  const warmup = procs.start(
+    'C++ dnc (publishing its certificate)',
+    join(CPP, 'dnc'),
+    ['-d', config('cpp-warmup', clientId, `ip: "127.0.0.1"\nport: ${ECHO_PORT}\n`), '0'.repeat(64)],
+    {
+      netns: net!.hostB,
+      stdin: 'ignore',
+      env: userEnv(join(dir, 'cpp-warmup')),
+    },
+  )
   await new Promise((r) => setTimeout(r, 4000))
   warmup.kill('SIGTERM')
   await warmup.exited
@@ -148,16 +153,26 @@ test('our dnc (UDP blocked, TURN) → C++ dnc -l (eim, no TURN): pjnath reaches 
   const turn = `turn_host: "${NET.turn}:3478"\nturn_user: "${TURN_USER}"\nturn_pass: "${TURN_PASS}"\nturn_realm: "${TURN_REALM}"\n`
   const echo = `require('net').createServer({ allowHalfOpen: true }, (x) => { x.on('error', () => {}); x.pipe(x) }).listen(${ECHO_PORT}, '127.0.0.1')`
   procs.start('echo service (eim side)', process.execPath, ['-e', echo], { netns: net!.hostB, stdin: 'ignore' })
-  const server = procs.start('C++ dnc -l', join(CPP, 'dnc'), ['-l', '-d', config('cpp-server', serverId, `anonymous: true\nauthorized_services:\n  - ip: "127.0.0.1"\n    port: ${ECHO_PORT}\n`)], {
-    netns: net!.hostB,
-    stdin: 'ignore',
-    env: userEnv(join(dir, 'cpp-server')),
-  })
+  const server = procs.start(
+    'C++ dnc -l',
+    join(CPP, 'dnc'),
+    ['-l', '-d', config('cpp-server', serverId, `anonymous: true\nauthorized_services:\n  - ip: "127.0.0.1"\n    port: ${ECHO_PORT}\n`)],
+    {
+      netns: net!.hostB,
+      stdin: 'ignore',
+      env: userEnv(join(dir, 'cpp-server')),
+    },
+  )
   await new Promise((r) => setTimeout(r, 4000)) // it publishes its certificate, then listens
-  const client = procs.start('our dnc', process.execPath, [DNC, '--verbose', '--timeout', '25', '-d', config('our-client', clientId, `${turn}ip: "127.0.0.1"\nport: ${ECHO_PORT}\n`), serverId.longId], {
-    netns: net!.hostA,
-    env: userEnv(join(dir, 'our-client')),
-  })
+  const client = procs.start(
+    'our dnc',
+    process.execPath,
+    [DNC, '--verbose', '--timeout', '25', '-d', config('our-client', clientId, `${turn}ip: "127.0.0.1"\nport: ${ECHO_PORT}\n`), serverId.longId],
+    {
+      netns: net!.hostA,
+      env: userEnv(join(dir, 'our-client')),
+    },
+  )
   const r = await echoOurs(client)
   assert.equal(r.bytes, BYTES)
   assert.equal(r.received, r.sent, 'what came back is what was sent')

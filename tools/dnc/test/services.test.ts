@@ -9,7 +9,17 @@ test('channel names: IPv4, bracketed IPv6, host names; bad ones rejected', () =>
   assert.deepEqual(parseServiceChannelName('nc://[::1]:2222'), { host: '::1', port: 2222 })
   assert.deepEqual(parseServiceChannelName('nc://::1:22'), { host: '::1', port: 22 })
   assert.deepEqual(parseServiceChannelName('nc://example.org:80'), { host: 'example.org', port: 80 })
-  for (const bad of ['nc://127.0.0.1', 'nc://:22', 'nc://127.0.0.1:0', 'nc://127.0.0.1:70000', 'tcp://127.0.0.1:22', 'nc://[example]:22', 'nc://a b:22', '', 'nc://127.0.0.1:22/x']) {
+  for (const bad of [
+    'nc://127.0.0.1',
+    'nc://:22',
+    'nc://127.0.0.1:0',
+    'nc://127.0.0.1:70000',
+    'tcp://127.0.0.1:22',
+    'nc://[example]:22',
+    'nc://a b:22',
+    '',
+    'nc://127.0.0.1:22/x',
+  ]) {
     assert.equal(parseServiceChannelName(bad), undefined, bad)
   }
 })
@@ -25,12 +35,12 @@ test('canonical addresses: IPv6 forms and IPv4-mapped are equal', () => {
 
 /** Every name the policy asked the resolver for. */
 const resolved: string[] = []
-const fakeDns = async (host: string): Promise<string[]> => {
+const fakeDns = (host: string): Promise<string[]> => {
   resolved.push(host)
   const table: Record<string, string[]> = { localhost: ['127.0.0.1', '::1'], 'svc.test': ['127.0.0.2'], 'other.test': ['127.0.0.3'] }
   const found = table[host.toLowerCase()]
-  if (!found) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' })
-  return found
+  if (!found) return Promise.reject(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' }))
+  return Promise.resolve(found)
 }
 
 test('empty list allows nothing, with a reason; allow_all allows any', async () => {

@@ -91,14 +91,22 @@ before(async () => {
   writeFileSync(clientConfig, `bootstrap: "${bootstrap}"\n`)
   const proxy = `${process.execPath} ${DNC} -d ${clientConfig} --bind ${a.address} --timeout 20 -P %p %h`
   sshBaseArgs = [
-    '-F', '/dev/null',
-    '-i', userKey,
-    '-o', 'IdentitiesOnly=yes',
-    '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`,
-    '-o', 'StrictHostKeyChecking=accept-new',
-    '-o', 'BatchMode=yes',
-    '-o', 'ConnectTimeout=30',
-    '-o', `ProxyCommand=${proxy}`,
+    '-F',
+    '/dev/null',
+    '-i',
+    userKey,
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    `UserKnownHostsFile=${join(dir, 'known_hosts')}`,
+    '-o',
+    'StrictHostKeyChecking=accept-new',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'ConnectTimeout=30',
+    '-o',
+    `ProxyCommand=${proxy}`,
   ]
 })
 

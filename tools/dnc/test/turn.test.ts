@@ -48,9 +48,22 @@ before(async () => {
     'turnserver',
     '/usr/bin/turnserver',
     [
-      '-n', `--listening-ip=${rc.a}`, `--listening-ip=${rs.a}`, `--relay-ip=${rc.a}`, '--listening-port=3478',
-      '--lt-cred-mech', '--user=dnc:secret', '--realm=dnc.test', '--no-tls', '--no-dtls', '--no-cli', '--fingerprint',
-      '--allowed-peer-ip=10.250.0.0-10.250.255.255', `--pidfile=${join(dir, 'turn.pid')}`, '--log-file=stdout', '--simple-log',
+      '-n',
+      `--listening-ip=${rc.a}`,
+      `--listening-ip=${rs.a}`,
+      `--relay-ip=${rc.a}`,
+      '--listening-port=3478',
+      '--lt-cred-mech',
+      '--user=dnc:secret',
+      '--realm=dnc.test',
+      '--no-tls',
+      '--no-dtls',
+      '--no-cli',
+      '--fingerprint',
+      '--allowed-peer-ip=10.250.0.0-10.250.255.255',
+      `--pidfile=${join(dir, 'turn.pid')}`,
+      '--log-file=stdout',
+      '--simple-log',
       `--userdb=${join(dir, 'turndb')}`,
     ],
     { netns: r.name, stdin: 'ignore' },
@@ -60,7 +73,12 @@ before(async () => {
   const boot = procs.start('dhtnet-node', process.execPath, [DHTNET_NODE, '-p', '0', '--no-ipv6', '--no-discovery'], { netns: r.name, stdin: 'ignore' })
   const bootPort = (await boot.waitFor(/listening on [\d.]+:(\d+)/, 20_000))[1]
 
-  const echo = procs.start('echo', process.execPath, ['-e', 'const s=require("net").createServer({allowHalfOpen:true},c=>{c.on("error",()=>{});c.pipe(c)});s.listen(0,"127.0.0.1",()=>console.log("port "+s.address().port))'], { netns: s.name, stdin: 'ignore' })
+  const echo = procs.start(
+    'echo',
+    process.execPath,
+    ['-e', 'const s=require("net").createServer({allowHalfOpen:true},c=>{c.on("error",()=>{});c.pipe(c)});s.listen(0,"127.0.0.1",()=>console.log("port "+s.address().port))'],
+    { netns: s.name, stdin: 'ignore' },
+  )
   echoPort = Number((await echo.waitFor(/port (\d+)/, 10_000))[1])
 
   server = await startServer(
@@ -71,7 +89,25 @@ before(async () => {
     ['--bind', rs.b],
     { netns: s.name },
   )
-  clientArgs = ['--verbose', '--bind', rc.b, '-b', `${rc.a}:${bootPort}`, '-t', `${rc.a}:3478`, '-u', 'dnc', '-w', 'secret', '-r', 'dnc.test', '--timeout', '20', '-P', String(echoPort)]
+  clientArgs = [
+    '--verbose',
+    '--bind',
+    rc.b,
+    '-b',
+    `${rc.a}:${bootPort}`,
+    '-t',
+    `${rc.a}:3478`,
+    '-u',
+    'dnc',
+    '-w',
+    'secret',
+    '-r',
+    'dnc.test',
+    '--timeout',
+    '20',
+    '-P',
+    String(echoPort),
+  ]
   writeFileSync(join(dir, 'ready'), '')
 })
 

@@ -7,7 +7,21 @@
  * the peer id it is ssh's "force a pty". Usage errors exit 255 (as ssh: 0..254 belong to the remote program).
  */
 import { Command, Option } from 'commander'
-import { isMainModule, networkOptions, parseWith, pickDefined, readCommonArgs, runCli, runOptions, versionOption, addOptions, anonymousOption, configureProgramOutput, type CommonArgs, type ParseOutcome } from '@dhtnet/cli-kit'
+import {
+  isMainModule,
+  networkOptions,
+  parseWith,
+  pickDefined,
+  readCommonArgs,
+  runCli,
+  runOptions,
+  versionOption,
+  addOptions,
+  anonymousOption,
+  configureProgramOutput,
+  type CommonArgs,
+  type ParseOutcome,
+} from '@dhtnet/cli-kit'
 import { DSH_EXIT_CODES, EXIT_DSH_FAILURE } from './errors.js'
 import type { PtyMode } from './options.js'
 import { DSH_VERSION } from './version.js'
@@ -37,7 +51,21 @@ Exit status: the remote program's (128+N when a signal killed it); 255 when dsh 
 
 /** Options that take a value (the pre-scan must skip their values). */
 const VALUE_SHORT = new Set(['b', 'u', 'w', 'r', 'c', 'p', 'd', 's', 'e'])
-const VALUE_LONG = new Set(['--bootstrap', '--turn_host', '--turn_user', '--turn_pass', '--turn_realm', '--turn_transport', '--certificate', '--privateKey', '--configuration', '--binary', '--env', '--timeout', '--bind'])
+const VALUE_LONG = new Set([
+  '--bootstrap',
+  '--turn_host',
+  '--turn_user',
+  '--turn_pass',
+  '--turn_realm',
+  '--turn_transport',
+  '--certificate',
+  '--privateKey',
+  '--configuration',
+  '--binary',
+  '--env',
+  '--timeout',
+  '--bind',
+])
 
 function looksLikePeer(word: string | undefined): boolean {
   return word !== undefined && /^(?:[^/]*\/)?(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$/.test(word)
@@ -101,7 +129,11 @@ export function buildProgram(): Command {
     .addOption(versionOption())
     .option('-l, --listen', 'server mode: run authorized programs for trusted peers', false)
     .option('-s, --binary <program>', "the program to run (default: the server's first authorized one, its login shell); a command's words become its arguments")
-    .addOption(new Option('-e, --env <KEY=VALUE>', 'set a variable in the remote environment (repeatable; the server passes on the names its accept_env lists)').argParser((v: string, prev: string[]) => [...prev, v]).default([]))
+    .addOption(
+      new Option('-e, --env <KEY=VALUE>', 'set a variable in the remote environment (repeatable; the server passes on the names its accept_env lists)')
+        .argParser((v: string, prev: string[]) => [...prev, v])
+        .default([]),
+    )
     .option('-T, --no-tty', 'no pty: pipes for stdin, stdout and stderr (the default when stdin is not a terminal)')
     .addOption(new Option('--tty', 'force a pty (also -t alone, -tt, or -t right before the peer id, as ssh)').hideHelp())
     .option('--raw', "DHTNet's raw protocol: the channel is named after the program; bytes only (no pty, arguments, stderr or exit status)", false)
@@ -126,7 +158,7 @@ export function parseArgs(argv: string[]): ParseOutcome<ParsedArgs> {
       command: [...extra, ...command],
       listen: o.listen === true,
       ...pickDefined('binary', typeof o.binary === 'string' ? o.binary : undefined),
-      env: (o.env as string[]) ?? [],
+      env: (o.env as string[] | undefined) ?? [],
       pty,
       raw: o.raw === true,
     }

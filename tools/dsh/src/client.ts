@@ -106,7 +106,7 @@ export class SessionClient {
         if (!this.accepted) {
           this.failWith(
             new RunError(`the peer did not answer in dsh's session protocol (${why}): it may be a C++ DHTNet dsh server`, {
-              hint: 'use --raw to speak DHTNet\'s raw protocol (give the program with -s)',
+              hint: "use --raw to speak DHTNet's raw protocol (give the program with -s)",
             }),
           )
         } else this.failWith(new RunError(`protocol error from the server: ${why}`))
@@ -151,7 +151,13 @@ export class SessionClient {
         this.startInput()
         break
       case FrameType.REFUSE:
-        this.failWith(new RunError(`refused: ${f.reason}`, { hint: /authorized_binaries/.test(f.reason) ? "ask for a program the server authorizes (-s PROGRAM, or the command's first word), or add it to the server's authorized_binaries" : undefined }))
+        this.failWith(
+          new RunError(`refused: ${f.reason}`, {
+            hint: /authorized_binaries/.test(f.reason)
+              ? "ask for a program the server authorizes (-s PROGRAM, or the command's first word), or add it to the server's authorized_binaries"
+              : undefined,
+          }),
+        )
         break
       case FrameType.STDOUT:
         this.output(this.io.stdout, f.data)

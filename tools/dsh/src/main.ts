@@ -68,7 +68,12 @@ export async function main(args: ParsedArgs): Promise<number> {
         code = await runRawSession(channel, { stdin: process.stdin, stdout: process.stdout })
       } else {
         const pty = ptyRequest(options.pty, process.stdin.isTTY === true, process.env.TERM)
-        session = new SessionClient(channel, { binary: options.binary, args: options.args, env: options.env, pty }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, log)
+        session = new SessionClient(
+          channel,
+          { binary: options.binary, args: options.args, env: options.env, pty },
+          { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
+          log,
+        )
         try {
           code = await session.done
         } finally {

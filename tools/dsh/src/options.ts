@@ -44,11 +44,11 @@ export function defaultConfigPaths(home: string = homedir()): string[] {
 }
 
 export async function readConfigFile(path: string): Promise<DshConfig> {
-  return (await readWithSchema(path, DSH_CONFIG_KEYS)) as unknown as DshConfig
+  return await readWithSchema(path, DSH_CONFIG_KEYS)
 }
 
 export function parseConfig(text: string, path: string): DshConfig {
-  return parseConfigText(text, path, DSH_CONFIG_KEYS) as unknown as DshConfig
+  return parseConfigText(text, path, DSH_CONFIG_KEYS)
 }
 
 /** What a server passes on from a client's -e by default (as OpenSSH's AcceptEnv on Debian). */
@@ -86,7 +86,10 @@ export async function resolveOptions(args: ParsedArgs, env: { home?: string } = 
   let peer: ParsedPeerId | undefined
   if (!args.listen) {
     if (args.peer === undefined) {
-      throw new UsageError('missing PEER_ID: the id of the device to reach', 'run dsh <peer-id> [-- command args...] (40 or 64 hex characters), or dsh -l for the server; dsh --help lists the options')
+      throw new UsageError(
+        'missing PEER_ID: the id of the device to reach',
+        'run dsh <peer-id> [-- command args...] (40 or 64 hex characters), or dsh -l for the server; dsh --help lists the options',
+      )
     }
     peer = parsePeer(args.peer)
   } else if (args.peer !== undefined) {
@@ -97,14 +100,22 @@ export async function resolveOptions(args: ParsedArgs, env: { home?: string } = 
   const common = resolveCommonOptions(args, config, source)
 
   if (args.listen) {
-    for (const [flag, given] of [['-e/--env', args.env.length > 0], ['-T/-t', args.pty !== 'auto'], ['--raw', args.raw], ['a command', args.command.length > 0]] as const) {
+    for (const [flag, given] of [
+      ['-e/--env', args.env.length > 0],
+      ['-T/-t', args.pty !== 'auto'],
+      ['--raw', args.raw],
+      ['a command', args.command.length > 0],
+    ] as const) {
       if (given) throw new UsageError(`${flag} is a client option and cannot be used with -l`)
     }
     const allowedPeers = (c.authorized_peers ?? []).map((text, i) => {
       try {
         return parsePeerId(text).hex
       } catch {
-        throw new UsageError(`${c.path}: authorized_peers[${i}] must be a 40- or 64-hex device id, got ${JSON.stringify(text)}`, 'print a device id with: dhtnet-crtmgr -a -c <certificate>')
+        throw new UsageError(
+          `${c.path}: authorized_peers[${i}] must be a 40- or 64-hex device id, got ${JSON.stringify(text)}`,
+          'print a device id with: dhtnet-crtmgr -a -c <certificate>',
+        )
       }
     })
     for (const [i, b] of (c.authorized_binaries ?? []).entries()) {

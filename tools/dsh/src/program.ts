@@ -36,7 +36,7 @@ const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals)
 
 export function exitStatusOf(code: number | null, signal: NodeJS.Signals | number | null): ExitStatus {
   if (signal !== null && signal !== 0) {
-    const number = typeof signal === 'number' ? signal : (osConstants.signals[signal] ?? 0)
+    const number = typeof signal === 'number' ? signal : ((osConstants.signals as Partial<Record<string, number>>)[signal] ?? 0)
     return { kind: 'signal', signal: number, name: SIGNAL_NAMES.get(number) ?? String(number) }
   }
   return { kind: 'exited', code: (code ?? 0) & 0xff }
@@ -67,13 +67,13 @@ export class Program extends EventEmitter {
         cwd: spec.cwd,
         env: { ...spec.env },
         encoding: null,
-      } as import('node-pty').IPtyForkOptions)
+      })
       this.term = term
       this.pid = term.pid
       this.holdSlave(term)
       term.onData((data) => {
         this.lastOutputAt = performance.now()
-        this.emit('stdout', Buffer.isBuffer(data) ? data : Buffer.from(data as unknown as string))
+        this.emit('stdout', Buffer.isBuffer(data) ? data : Buffer.from(data))
       })
       term.onExit(({ exitCode, signal }) => {
         if (this.slaveFd >= 0) closeSync(this.slaveFd)
@@ -96,10 +96,10 @@ export class Program extends EventEmitter {
       } else {
         this.pid = child.pid
       }
-      child.stdin!.on('error', () => {}) // the program may close its stdin early (EPIPE)
-      child.stdin!.on('drain', () => this.emit('drain'))
+      child.stdin.on('error', () => {}) // the program may close its stdin early (EPIPE)
+      child.stdin.on('drain', () => this.emit('drain'))
       for (const name of ['stdout', 'stderr'] as const) {
-        const stream = child[name]!
+        const stream = child[name]
         stream.on('data', (b: Buffer) => {
           this.lastOutputAt = performance.now()
           this.emit(name, b)
@@ -174,7 +174,7 @@ export class Program extends EventEmitter {
   /** Writes to the program's stdin; false when it should wait for 'drain'. */
   writeStdin(data: Buffer): boolean {
     if (this.term) {
-      this.term.write(data as unknown as string)
+      this.term.write(data)
       return true
     }
     const stdin = this.child?.stdin

@@ -185,7 +185,7 @@ export function checkHello(value: unknown): asserts value is SessionHello {
     if (typeof v !== 'string' || v.includes('\0') || Buffer.byteLength(v) > LIMITS.envValueBytes) throw new ProtocolError(`HELLO.env.${k} must be a string without NUL`)
   }
   if (h.pty !== null) {
-    if (typeof h.pty !== 'object' || Array.isArray(h.pty) || h.pty === undefined) throw new ProtocolError('HELLO.pty must be null or {term, rows, cols}')
+    if (typeof h.pty !== 'object' || Array.isArray(h.pty)) throw new ProtocolError('HELLO.pty must be null or {term, rows, cols}')
     const p = h.pty as Record<string, unknown>
     if (typeof p.term !== 'string' || p.term.length > LIMITS.termBytes || !TERM_NAME.test(p.term)) throw new ProtocolError('HELLO.pty.term must be a terminal name')
     for (const k of ['rows', 'cols'] as const) {
@@ -208,7 +208,7 @@ function parsePayload(type: number, payload: Buffer): Frame {
     case FrameType.HELLO: {
       const hello = parseJson(payload, 'HELLO')
       checkHello(hello)
-      const h = hello as SessionHello
+      const h = hello
       // copy only the known fields: nothing else from the peer travels further
       return {
         type,

@@ -52,7 +52,6 @@ test('options: program from -s, the command, or the server default; -e checked; 
   const home = tempDir('dsh-cli')
   const o = await resolveOptions(parsed([ID40, '--', 'sha256sum', '-b']), { home })
   assert.equal(o.mode, 'client')
-  if (o.mode !== 'client') return
   assert.deepEqual([o.binary, o.args], ['sha256sum', ['-b']])
   const s = await resolveOptions(parsed(['-s', 'bash', ID40, '--', '-c', 'echo hi']), { home })
   assert.deepEqual(s.mode === 'client' && [s.binary, s.args], ['bash', ['-c', 'echo hi']])
@@ -74,7 +73,10 @@ test('options: program from -s, the command, or the server default; -e checked; 
 })
 
 test('YAML: DHTNet keys plus authorized_peers, authorized_binaries, accept_env; bad ids and paths named', async () => {
-  const c = parseConfig(`bootstrap: "bootstrap.sfl.io"\nbinary: "bash"\nanonymous: true\nauthorized_peers: [${ID40}]\nauthorized_binaries: [bash, /usr/bin/top]\naccept_env: [LANG, "LC_*"]\n`, '/etc/dhtnet/dsh.yaml')
+  const c = parseConfig(
+    `bootstrap: "bootstrap.sfl.io"\nbinary: "bash"\nanonymous: true\nauthorized_peers: [${ID40}]\nauthorized_binaries: [bash, /usr/bin/top]\naccept_env: [LANG, "LC_*"]\n`,
+    '/etc/dhtnet/dsh.yaml',
+  )
   assert.deepEqual(c.unknownKeys, [])
   assert.equal(c.binary, 'bash')
   assert.deepEqual(c.authorized_binaries, ['bash', '/usr/bin/top'])
@@ -131,13 +133,36 @@ test('the binary: help and version on stdout (exit 0); usage errors exit 255 wit
   const h = dsh(['-h'], home)
   assert.equal(h.status, 0)
   assert.match(h.stdout, /^Usage: dsh \[options\] \[PEER_ID\] \[--\] \[COMMAND \[ARGS\.\.\.\]\]/)
-  for (const flag of ['-s, --binary', '-e, --env', '-T, --no-tty', '--raw', '-b, --bootstrap', '-t, --turn_host', '-u, --turn_user', '-w, --turn_pass', '-r, --turn_realm', '-c, --certificate', '-p, --privateKey', '-d, --configuration', '-a, --anonymous', '-l, --listen', '-v, --version', '--verbose', '-q, --quiet', '--timeout']) {
+  for (const flag of [
+    '-s, --binary',
+    '-e, --env',
+    '-T, --no-tty',
+    '--raw',
+    '-b, --bootstrap',
+    '-t, --turn_host',
+    '-u, --turn_user',
+    '-w, --turn_pass',
+    '-r, --turn_realm',
+    '-c, --certificate',
+    '-p, --privateKey',
+    '-d, --configuration',
+    '-a, --anonymous',
+    '-l, --listen',
+    '-v, --version',
+    '--verbose',
+    '-q, --quiet',
+    '--timeout',
+  ]) {
     assert.ok(h.stdout.includes(flag), `help lists ${flag}`)
   }
   const v = dsh(['-v'], home)
   assert.equal(v.status, 0)
   assert.match(v.stdout, /^dsh \d+\.\d+\.\d+\n$/)
-  for (const [argv, message] of [[[], /missing PEER_ID/], [['--bogus'], /unknown option '--bogus'/], [['1234'], /"1234" is not a peer id/]] as Array<[string[], RegExp]>) {
+  for (const [argv, message] of [
+    [[], /missing PEER_ID/],
+    [['--bogus'], /unknown option '--bogus'/],
+    [['1234'], /"1234" is not a peer id/],
+  ] as Array<[string[], RegExp]>) {
     const r = dsh(argv, home)
     assert.equal(r.status, 255, `${argv.join(' ')}: ${r.stderr}`)
     assert.match(r.stderr, message)

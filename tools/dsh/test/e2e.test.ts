@@ -39,7 +39,10 @@ function failure(msg: string): string {
 }
 
 function dsh(args: string[], options: { stdin?: 'pipe' | 'ignore'; rawStdout?: boolean; home?: string } = {}) {
-  return startDsh(procs, options.home ?? clientHome, bootstrap, args, { ...(options.stdin ? { stdin: options.stdin } : {}), ...(options.rawStdout ? { rawStdout: true, maxStdoutBytes: 1 } : {}) })
+  return startDsh(procs, options.home ?? clientHome, bootstrap, args, {
+    ...(options.stdin ? { stdin: options.stdin } : {}),
+    ...(options.rawStdout ? { rawStdout: true, maxStdoutBytes: 1 } : {}),
+  })
 }
 
 async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
@@ -54,7 +57,7 @@ test('the server warns that anonymous mode is on and lists the authorized progra
   assert.match(server.proc.stderrText, /authorized programs: sh, sha256sum, cat/)
 })
 
-test('command mode: stdout and stderr apart, stdin passed, the exit status is dsh\'s', async () => {
+test("command mode: stdout and stderr apart, stdin passed, the exit status is dsh's", async () => {
   const c = dsh([server.id, '--', 'sh', '-c', 'cat; echo "to stderr" >&2; exit 3'])
   c.child.stdin!.end('from stdin\n')
   const status = await c.waitExit(60_000)
@@ -116,7 +119,7 @@ test('a program not in authorized_binaries is refused: clear message, exit 255, 
   assert.doesNotMatch(c.stderrText, /\n\s+at /)
 })
 
-test('a peer outside the server\'s CA is refused at the trust step (not anonymous by default); authorized_peers lets it in', async () => {
+test("a peer outside the server's CA is refused at the trust step (not anonymous by default); authorized_peers lets it in", async () => {
   const strict = await startDshServer(procs, join(dir, 'strict'), `bootstrap: "${bootstrap}"\nauthorized_binaries: [sh]\n`, ['-q'])
   assert.doesNotMatch(strict.proc.stderrText, /anonymous/)
   const home = join(dir, 'stranger')

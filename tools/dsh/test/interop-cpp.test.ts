@@ -82,11 +82,16 @@ test('our dsh client → C++ dsh -l: the raw protocol is chosen by itself; the s
 
 test('C++ dsh client → our dsh -l: DHTNet raw protocol served under the same rules', async (t) => {
   if (skipReason) return t.skip(skipReason)
-  const server = procs.start('our dsh -l', process.execPath, [DSH, '-l', '--verbose', '-d', config('our-server', serverId, 'anonymous: true\nauthorized_binaries:\n  - /bin/sh\n')], {
-    netns: s.name,
-    stdin: 'ignore',
-    env: userEnv(join(dir, 'our-server')),
-  })
+  const server = procs.start(
+    'our dsh -l',
+    process.execPath,
+    [DSH, '-l', '--verbose', '-d', config('our-server', serverId, 'anonymous: true\nauthorized_binaries:\n  - /bin/sh\n')],
+    {
+      netns: s.name,
+      stdin: 'ignore',
+      env: userEnv(join(dir, 'our-server')),
+    },
+  )
   await server.waitFor(/^long_id [0-9a-f]{64}$/m, 60_000, 'stdout')
   const client = procs.start('C++ dsh', join(CPP, 'dsh'), ['-d', config('cpp-client', clientId, 'binary: "sh"\n'), serverId.longId], {
     netns: c.name,

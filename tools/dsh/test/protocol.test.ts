@@ -104,7 +104,11 @@ test('malformed frames are protocol errors that say what is wrong', () => {
   ]
   for (const [bytes, message] of cases) {
     const d = new FrameDecoder()
-    assert.throws(() => d.push(bytes), (err: unknown) => err instanceof ProtocolError && message.test(err.message), message.source)
+    assert.throws(
+      () => d.push(bytes),
+      (err: unknown) => err instanceof ProtocolError && message.test(err.message),
+      message.source,
+    )
     // a failed decoder stays failed
     assert.throws(() => d.push(Buffer.from([1])), ProtocolError)
   }

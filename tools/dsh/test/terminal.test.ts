@@ -53,7 +53,9 @@ before(async () => {
   // no authorized_binaries: the login shell of the server's user, the default
   server = await startDshServer(procs, join(dir, 'server'), `bootstrap: "${bootstrap}"\nanonymous: true\n`, ['--verbose'])
   const env = userEnv(join(dir, 'client'))
-  const envArgs = Object.entries({ HOME: env.HOME!, DHTNET_HOME: env.DHTNET_HOME!, DHTNET_CACHE_DIR: env.DHTNET_CACHE_DIR!, DHTNET_FORBID_PUBLIC_BOOTSTRAP: '1' }).map(([k, v]) => `${k}=${v}`)
+  const envArgs = Object.entries({ HOME: env.HOME!, DHTNET_HOME: env.DHTNET_HOME!, DHTNET_CACHE_DIR: env.DHTNET_CACHE_DIR!, DHTNET_FORBID_PUBLIC_BOOTSTRAP: '1' }).map(
+    ([k, v]) => `${k}=${v}`,
+  )
   const f = (name: string): string => join(dir, name)
   const script = [
     `stty -a > ${f('stty-before')}`,

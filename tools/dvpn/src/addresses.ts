@@ -32,7 +32,6 @@ export function formatIPv4(n: number): string {
 export function parseIPv6(text: string): bigint {
   const t = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text
   if (!isIPv6(t) || t.includes('%')) throw new Error(`"${text}" is not an IPv6 address`)
-  let groups: string[]
   let tail: number[] = []
   let body = t
   // an embedded IPv4 tail (::ffff:1.2.3.4)
@@ -47,7 +46,7 @@ export function parseIPv6(text: string): bigint {
   const head = halves[0] === '' ? [] : halves[0]!.split(':')
   const rest = halves.length > 1 ? (halves[1] === '' ? [] : halves[1]!.split(':')) : []
   const missing = 8 - tail.length - head.length - rest.length
-  groups = halves.length > 1 ? [...head, ...Array<string>(missing).fill('0'), ...rest] : head
+  const groups = halves.length > 1 ? [...head, ...Array<string>(missing).fill('0'), ...rest] : head
   const values = [...groups.map((g) => parseInt(g, 16)), ...tail]
   let n = 0n
   for (const v of values) n = (n << 16n) | BigInt(v)
@@ -60,7 +59,7 @@ export function formatIPv6(n: bigint): string {
   for (let i = 7; i >= 0; i--) groups.push(Number((n >> BigInt(i * 16)) & 0xffffn))
   let bestAt = -1
   let bestLen = 0
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++
       continue
@@ -102,7 +101,7 @@ export function mask6(prefix: number): bigint {
 }
 
 export function inSubnet4(a: number, s: Subnet4): boolean {
-  return ((a & mask4(s.prefix)) >>> 0) === s.network
+  return (a & mask4(s.prefix)) >>> 0 === s.network
 }
 
 export function inSubnet6(a: bigint, s: Subnet6): boolean {

@@ -5,7 +5,21 @@
  * --bind. Usage errors exit 2 with a message and a hint, never a stack trace.
  */
 import { Command, Option } from 'commander'
-import { addOptions, anonymousOption, configureProgramOutput, isMainModule, networkOptions, parseWith, pickDefined, readCommonArgs, runCli, runOptions, versionOption, type CommonArgs, type ParseOutcome } from '@dhtnet/cli-kit'
+import {
+  addOptions,
+  anonymousOption,
+  configureProgramOutput,
+  isMainModule,
+  networkOptions,
+  parseWith,
+  pickDefined,
+  readCommonArgs,
+  runCli,
+  runOptions,
+  versionOption,
+  type CommonArgs,
+  type ParseOutcome,
+} from '@dhtnet/cli-kit'
 import { DVPN_EXIT_CODES, EXIT_USAGE } from './errors.js'
 import { DVPN_VERSION } from './version.js'
 
@@ -37,7 +51,7 @@ export function buildProgram(): Command {
   const program = new Command('dvpn')
   program
     .usage('[options] [PEER_ID]')
-    .description('Distributed VPN: a virtual network over TUN, joined with nothing but the server\'s public key.')
+    .description("Distributed VPN: a virtual network over TUN, joined with nothing but the server's public key.")
     .argument('[peer_id]', 'the VPN server to join: 40-hex id or 64-hex long id')
     .helpOption('-h, --help', 'print this help and exit')
     .addOption(versionOption())
@@ -58,7 +72,7 @@ export function buildProgram(): Command {
 export function parseArgs(argv: string[]): ParseOutcome<ParsedArgs> {
   return parseWith(buildProgram(), argv, EXIT_USAGE, (program) => {
     const o = program.opts<Record<string, unknown>>()
-    const str = (k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined)
+    const str = (k: string): string | undefined => (typeof o[k] === 'string' ? o[k] : undefined)
     const [peer, ...extraArgs] = program.args
     return {
       ...readCommonArgs(program),

@@ -28,7 +28,14 @@ export interface ClientState {
 }
 
 function sameAddresses(a: SessionAddresses, b: SessionAddresses): boolean {
-  return a.client4 === b.client4 && a.client6 === b.client6 && a.server4 === b.server4 && a.server6 === b.server6 && a.routes4.join() === b.routes4.join() && a.routes6.join() === b.routes6.join()
+  return (
+    a.client4 === b.client4 &&
+    a.client6 === b.client6 &&
+    a.server4 === b.server4 &&
+    a.server6 === b.server6 &&
+    a.routes4.join() === b.routes4.join() &&
+    a.routes6.join() === b.routes6.join()
+  )
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -93,7 +100,7 @@ export async function runClient(holder: NodeHolder, options: ClientOptions, log:
     } else {
       await configureClientTun(net, tun.name, a)
       if (options.fullTunnel) {
-        if (!s.masquerade) log.warn('full tunnel: the server does not masquerade (masquerade: true on the server), so only the VPN\'s networks will answer')
+        if (!s.masquerade) log.warn("full tunnel: the server does not masquerade (masquerade: true on the server), so only the VPN's networks will answer")
         fullTunnel = new FullTunnel(net, tun.name, a.client6 !== '' && s.protocol === 'dvpn://v1')
         await keepOutside(fullTunnel, s, options)
         await fullTunnel.enable()
@@ -102,7 +109,9 @@ export async function runClient(holder: NodeHolder, options: ClientOptions, log:
     tun.on('packets', onTunPackets)
     current = a
     const routes = options.scriptPath ? 'routes: script_path' : options.fullTunnel ? 'full tunnel' : `routes ${[...a.routes4, ...a.routes6].join(', ')}`
-    log.info(`connected: ${tun.name} ${a.client4} ↔ ${a.server4}, ${a.client6 || '-'} ↔ ${a.server6 || '-'}; MTU ${tun.mtu}; ${routes} (${s.protocol}, ${s.link.kind === 'datagram' ? 'packets on a datagram channel' : s.link.kind === 'dhtnet' ? 'one packet per message' : 'packets on a stream channel'})`)
+    log.info(
+      `connected: ${tun.name} ${a.client4} ↔ ${a.server4}, ${a.client6 || '-'} ↔ ${a.server6 || '-'}; MTU ${tun.mtu}; ${routes} (${s.protocol}, ${s.link.kind === 'datagram' ? 'packets on a datagram channel' : s.link.kind === 'dhtnet' ? 'one packet per message' : 'packets on a stream channel'})`,
+    )
   }
 
   /** A later session: same addresses (the usual case), or new ones set in place. */
@@ -121,7 +130,9 @@ export async function runClient(holder: NodeHolder, options: ClientOptions, log:
       await keepOutside(fullTunnel, s, options)
       await fullTunnel.enable()
     }
-    log.info(`reconnected: ${a.client4}, ${a.client6 || '-'} (${s.link.kind === 'datagram' ? 'datagram channel' : s.link.kind}${dropsWhileDown ? `; ${dropsWhileDown} packets dropped while disconnected` : ''})`)
+    log.info(
+      `reconnected: ${a.client4}, ${a.client6 || '-'} (${s.link.kind === 'datagram' ? 'datagram channel' : s.link.kind}${dropsWhileDown ? `; ${dropsWhileDown} packets dropped while disconnected` : ''})`,
+    )
     dropsWhileDown = 0
   }
 
@@ -164,6 +175,7 @@ export async function runClient(holder: NodeHolder, options: ClientOptions, log:
         })
       } catch (err) {
         // the first connection, or a refusal: nothing to retry (the error says which step failed)
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- aborted may have changed during the await
         if (!state.tun || err instanceof RefusedError || signal.aborted) throw err
         const wait = BACKOFF_MS[Math.min(attempt++, BACKOFF_MS.length - 1)]!
         log.info(`reconnecting failed: ${(err as Error).message}; next attempt in ${wait / 1000} s`)
@@ -186,6 +198,7 @@ export async function runClient(holder: NodeHolder, options: ClientOptions, log:
       }
       const why = await Promise.race([s.ended, stopped])
       state.session = undefined
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- aborted may have changed during the await
       if (signal.aborted) {
         s.close()
         await node.sync(peer) // our end of the channel reaches the server: it starts the grace period at once
@@ -225,7 +238,17 @@ async function keepOutside(ft: FullTunnel, s: ClientSession, options: ClientOpti
   const hosts = new Set<string>()
   const remote = hostOf(s.connection.remoteAddress)
   if (remote) hosts.add(remote)
-  const names = [...options.bootstrap.map((b) => b.replace(/^\[([^\]]+)\](:\d+)?$/, '$1').replace(/^([^:[\]]+):\d+$/, '$1')), ...(options.turn ? [options.turn.host.replace(/^turns?:/, '').replace(/[?].*$/, '').replace(/:\d+$/, '')] : [])]
+  const names = [
+    ...options.bootstrap.map((b) => b.replace(/^\[([^\]]+)\](:\d+)?$/, '$1').replace(/^([^:[\]]+):\d+$/, '$1')),
+    ...(options.turn
+      ? [
+          options.turn.host
+            .replace(/^turns?:/, '')
+            .replace(/[?].*$/, '')
+            .replace(/:\d+$/, ''),
+        ]
+      : []),
+  ]
   for (const name of names) {
     if (isIP(name)) hosts.add(name)
     else {

@@ -70,7 +70,7 @@ export class MetadataError extends Error {
 }
 
 /** Thrown (internally) when the bytes end before the object does. */
-const INCOMPLETE = Symbol('incomplete')
+const INCOMPLETE = new Error('incomplete message') // a sentinel, compared by identity
 
 class Reader {
   off = 0
@@ -129,27 +129,53 @@ function skip(r: Reader, depth: number): void {
     return
   }
   switch (t) {
-    case 0xcc: case 0xd0: return void r.bytes(1)
-    case 0xcd: case 0xd1: return void r.bytes(2)
-    case 0xca: case 0xce: case 0xd2: return void r.bytes(4)
-    case 0xcb: case 0xcf: case 0xd3: return void r.bytes(8)
-    case 0xd9: case 0xc4: return void r.bytes(r.u8())
-    case 0xda: case 0xc5: return void r.bytes(r.u16())
-    case 0xdb: case 0xc6: return void r.bytes(r.u32())
-    case 0xd4: return void r.bytes(2)
-    case 0xd5: return void r.bytes(3)
-    case 0xd6: return void r.bytes(5)
-    case 0xd7: return void r.bytes(9)
-    case 0xd8: return void r.bytes(17)
-    case 0xc7: return void r.bytes(r.u8() + 1)
-    case 0xc8: return void r.bytes(r.u16() + 1)
-    case 0xc9: return void r.bytes(r.u32() + 1)
-    case 0xdc: case 0xdd: {
+    case 0xcc:
+    case 0xd0:
+      return void r.bytes(1)
+    case 0xcd:
+    case 0xd1:
+      return void r.bytes(2)
+    case 0xca:
+    case 0xce:
+    case 0xd2:
+      return void r.bytes(4)
+    case 0xcb:
+    case 0xcf:
+    case 0xd3:
+      return void r.bytes(8)
+    case 0xd9:
+    case 0xc4:
+      return void r.bytes(r.u8())
+    case 0xda:
+    case 0xc5:
+      return void r.bytes(r.u16())
+    case 0xdb:
+    case 0xc6:
+      return void r.bytes(r.u32())
+    case 0xd4:
+      return void r.bytes(2)
+    case 0xd5:
+      return void r.bytes(3)
+    case 0xd6:
+      return void r.bytes(5)
+    case 0xd7:
+      return void r.bytes(9)
+    case 0xd8:
+      return void r.bytes(17)
+    case 0xc7:
+      return void r.bytes(r.u8() + 1)
+    case 0xc8:
+      return void r.bytes(r.u16() + 1)
+    case 0xc9:
+      return void r.bytes(r.u32() + 1)
+    case 0xdc:
+    case 0xdd: {
       const n = t === 0xdc ? r.u16() : r.u32()
       for (let i = 0; i < n; i++) skip(r, depth + 1)
       return
     }
-    case 0xde: case 0xdf: {
+    case 0xde:
+    case 0xdf: {
       const n = (t === 0xde ? r.u16() : r.u32()) * 2
       for (let i = 0; i < n; i++) skip(r, depth + 1)
       return

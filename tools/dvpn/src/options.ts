@@ -26,14 +26,7 @@ import {
   type ConfigSchema,
   type KeyChecker,
 } from '@dhtnet/cli-kit'
-import {
-  parseAddressSpec4,
-  parseAddressSpec6,
-  parseIPv4,
-  parseIPv6,
-  type AddressSpec4,
-  type AddressSpec6,
-} from './addresses.js'
+import { parseAddressSpec4, parseAddressSpec6, parseIPv4, parseIPv6, type AddressSpec4, type AddressSpec6 } from './addresses.js'
 import type { ParsedArgs } from './cli.js'
 import type { PinnedAddresses } from './pool.js'
 import { MIN_MTU } from './protocol.js'
@@ -83,7 +76,8 @@ const authorizedPeersKey: KeyChecker = (list, c) => {
   return items.map((entry, i) => {
     const where = `${c.path}: authorized_peers[${i}]`
     if (typeof entry === 'string') return { id: checkId(entry, where) }
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new UsageError(`${where} must be a device id or a mapping {id, address, address_ipv6}, got ${JSON.stringify(entry)}`)
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+      throw new UsageError(`${where} must be a device id or a mapping {id, address, address_ipv6}, got ${JSON.stringify(entry)}`)
     const e = entry as Record<string, unknown>
     const unknown = Object.keys(e).filter((k) => !['id', 'address', 'address_ipv6'].includes(k))
     if (unknown.length > 0) throw new UsageError(`${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (id, address, address_ipv6)`)
@@ -91,7 +85,11 @@ const authorizedPeersKey: KeyChecker = (list, c) => {
     for (const k of ['address', 'address_ipv6'] as const) {
       if (e[k] !== undefined && typeof e[k] !== 'string') throw new UsageError(`${where}.${k} must be an address string, got ${JSON.stringify(e[k])}`)
     }
-    return { id: checkId(e.id, where), ...(e.address !== undefined ? { address: e.address as string } : {}), ...(e.address_ipv6 !== undefined ? { address_ipv6: e.address_ipv6 as string } : {}) }
+    return {
+      id: checkId(e.id, where),
+      ...(e.address !== undefined ? { address: e.address as string } : {}),
+      ...(e.address_ipv6 !== undefined ? { address_ipv6: e.address_ipv6 as string } : {}),
+    }
   })
 }
 
@@ -129,19 +127,19 @@ export function defaultConfigPaths(home: string = homedir()): string[] {
 }
 
 export async function readConfigFile(path: string): Promise<DvpnConfig> {
-  return (await readWithSchema(path, DVPN_CONFIG_KEYS)) as unknown as DvpnConfig
+  return await readWithSchema(path, DVPN_CONFIG_KEYS)
 }
 
 export function parseConfig(text: string, path: string): DvpnConfig {
-  return parseConfigText(text, path, DVPN_CONFIG_KEYS) as unknown as DvpnConfig
+  return parseConfigText(text, path, DVPN_CONFIG_KEYS)
 }
 
 export async function readVpnConfigFile(path: string): Promise<VpnConfig> {
-  return (await readWithSchema(path, VPN_KEYS)) as unknown as VpnConfig
+  return await readWithSchema(path, VPN_KEYS)
 }
 
 export function parseVpnConfig(text: string, path: string): VpnConfig {
-  return parseConfigText(text, path, VPN_KEYS) as unknown as VpnConfig
+  return parseConfigText(text, path, VPN_KEYS)
 }
 
 export function checkTunName(name: string, what: string): void {
@@ -219,7 +217,10 @@ export async function resolveOptions(args: ParsedArgs, env: { home?: string } = 
   let peer: ParsedPeerId | undefined
   if (!args.listen) {
     if (args.peer === undefined) {
-      throw new UsageError('missing PEER_ID: the id of the VPN server to join', 'run dvpn <peer-id> (40 or 64 hex characters), or dvpn -l for the server; dvpn --help lists the options')
+      throw new UsageError(
+        'missing PEER_ID: the id of the VPN server to join',
+        'run dvpn <peer-id> (40 or 64 hex characters), or dvpn -l for the server; dvpn --help lists the options',
+      )
     }
     peer = parsePeer(args.peer)
   } else if (args.peer !== undefined) {
@@ -287,7 +288,7 @@ export async function resolveOptions(args: ParsedArgs, env: { home?: string } = 
 function pickVpnKeys(c: Partial<VpnConfig>): Partial<VpnConfig> {
   const out: Record<string, unknown> = {}
   for (const k of Object.keys(VPN_KEYS)) if ((c as Record<string, unknown>)[k] !== undefined) out[k] = (c as Record<string, unknown>)[k]
-  return out as Partial<VpnConfig>
+  return out
 }
 
 export function parseMtu(text: string): number {

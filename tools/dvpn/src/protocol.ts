@@ -276,7 +276,7 @@ export class FrameDecoder {
       this.bodyFilled += n
       off += n
       if (this.bodyFilled === body.length) {
-        const type = this.type as FrameTypeValue
+        const type = this.type
         this.type = 0
         this.body = undefined
         this.deliver(type, body)
@@ -292,7 +292,8 @@ export class FrameDecoder {
   private checkLength(type: FrameTypeValue, length: number): number {
     const max = MAX_PAYLOAD[type]
     if (length > max) throw new ProtocolError(`frame of type ${type} declares ${length} bytes (the most is ${max})`)
-    if ((type === FrameType.PING || type === FrameType.PONG) && length !== LIMITS.pingBytes) throw new ProtocolError(`a ping or pong carries ${LIMITS.pingBytes} bytes, not ${length}`)
+    if ((type === FrameType.PING || type === FrameType.PONG) && length !== LIMITS.pingBytes)
+      throw new ProtocolError(`a ping or pong carries ${LIMITS.pingBytes} bytes, not ${length}`)
     return length
   }
 

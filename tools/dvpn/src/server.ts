@@ -8,17 +8,7 @@
 import type { DatagramChannel, PeerInfo, StreamChannel, ToolNode } from '@dhtnet/core'
 import { openTun, type TunDevice } from '@dhtnet/tun'
 import { RunError, untilAborted, type Log } from '@dhtnet/cli-kit'
-import {
-  defaultNetworks,
-  formatIPv4,
-  formatIPv6,
-  formatSubnet4,
-  formatSubnet6,
-  hostOf,
-  parseIPv4,
-  type Subnet4,
-  type Subnet6,
-} from './addresses.js'
+import { defaultNetworks, formatIPv4, formatIPv6, formatSubnet4, formatSubnet6, hostOf, parseIPv4, type Subnet4, type Subnet6 } from './addresses.js'
 import { DHTNET_CHANNEL } from './dhtnet-protocol.js'
 import { startDhtnetServerSession } from './dhtnet-session.js'
 import { DatagramLink, StreamLink, type PacketLink } from './links.js'
@@ -26,18 +16,7 @@ import { NetChanges } from './netconfig.js'
 import type { ServerOptions } from './options.js'
 import { dst4, dst6, isWholePacket, src4, src6 } from './packets.js'
 import { AddressPool, type Lease } from './pool.js'
-import {
-  CONTROL_CHANNEL,
-  DATA_CHANNEL_PREFIX,
-  FrameDecoder,
-  FrameType,
-  ProtocolError,
-  encodeConfig,
-  encodePing,
-  encodeRefuse,
-  type Frame,
-  type Hello,
-} from './protocol.js'
+import { CONTROL_CHANNEL, DATA_CHANNEL_PREFIX, FrameDecoder, FrameType, ProtocolError, encodeConfig, encodePing, encodeRefuse, type Frame, type Hello } from './protocol.js'
 import { runScript } from './script.js'
 import { configureServerTun, enableMasquerade, type ServerTunPlan } from './tun-setup.js'
 
@@ -214,7 +193,9 @@ export class VpnServer {
     this.log.info(
       `TUN ${tun.name} (MTU ${tun.mtu}): ${formatIPv4(plan.server4)} in ${formatSubnet4(plan.subnet4)}${d(plan.defaults4)}, ${formatIPv6(plan.server6)} in ${formatSubnet6(plan.subnet6)}${d(plan.defaults6)}`,
     )
-    this.log.info(`clients get addresses from ${formatSubnet4(plan.clients4)} and ${formatSubnet6(plan.clients6)} (${this.pool.capacity} at most); a leaving client's are kept ${Math.round(o.graceMs / 1000)} s`)
+    this.log.info(
+      `clients get addresses from ${formatSubnet4(plan.clients4)} and ${formatSubnet6(plan.clients6)} (${this.pool.capacity} at most); a leaving client's are kept ${Math.round(o.graceMs / 1000)} s`,
+    )
     if (o.pins.size > 0) for (const [id, pin] of o.pins) this.log.info(`pinned: ${id} gets ${formatIPv4(pin.v4)}`)
     if (o.allowedPeers.length > 0) this.log.info(`authorized peers: ${o.allowedPeers.join(', ')}`)
     this.statsTimer = setInterval(() => this.logStats(), STATS_INTERVAL_MS)

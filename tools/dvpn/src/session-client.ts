@@ -9,17 +9,7 @@ import { formatIPv4, parseIPv4 } from './addresses.js'
 import { DHTNET_CHANNEL } from './dhtnet-protocol.js'
 import { startDhtnetClientSession } from './dhtnet-session.js'
 import { DatagramLink, StreamLink, type PacketLink, type PacketSink } from './links.js'
-import {
-  CONTROL_CHANNEL,
-  DATA_CHANNEL_PREFIX,
-  FrameDecoder,
-  FrameType,
-  ProtocolError,
-  encodeHello,
-  encodePing,
-  type Config,
-  type Frame,
-} from './protocol.js'
+import { CONTROL_CHANNEL, DATA_CHANNEL_PREFIX, FrameDecoder, FrameType, ProtocolError, encodeHello, encodePing, type Config, type Frame } from './protocol.js'
 
 /** How long the server has to answer the HELLO (or send DHTNet's metadata). */
 export const HANDSHAKE_TIMEOUT_MS = 15_000

@@ -103,7 +103,10 @@ test('pool: a leaving device keeps its addresses for the grace period, then they
   assert.equal(back.lease, a.lease)
   p.release(back.lease)
   await new Promise((r) => setTimeout(r, 400))
-  assert.deepEqual(freed.map((l) => l.describe()), ['10.60.78.2, fd00:0:0:2::2'])
+  assert.deepEqual(
+    freed.map((l) => l.describe()),
+    ['10.60.78.2, fd00:0:0:2::2'],
+  )
   const c = p.acquire(peer(3))
   assert.ok(c.ok)
   assert.equal(formatIPv4(c.lease.v4), '10.60.78.2', 'free again')

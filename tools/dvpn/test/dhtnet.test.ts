@@ -34,7 +34,10 @@ test('the metadata map: the captured bytes decode to the captured values, and en
 })
 
 test('the IPv6 swap: what the maps mean gives the up-script arguments both C++ processes used', () => {
-  const lines = readFileSync(join(FIXTURES, 'vpn-up-args.txt'), 'utf8').trim().split('\n').map((l) => l.replace(/^\S+ args: /, '').split(' '))
+  const lines = readFileSync(join(FIXTURES, 'vpn-up-args.txt'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.replace(/^\S+ args: /, '').split(' '))
   const [serverArgs, clientArgs] = lines as [string[], string[]]
   const a = addressesFrom(CAPTURED_METADATA)
   // our client calls its script as dvpn's client did
@@ -62,18 +65,32 @@ test("our server session, fed the C++ client's bytes: the metadata map first, th
     // what we wrote is the C++ server's metadata frame
     const metaFrame = capture.server.frames.find((f) => f.channel === 0x8000)!.bytes
     assert.ok(stream.written().subarray(before).equals(metaFrame), `${how}: the captured metadata frame`)
-    const rest = Buffer.concat(cfr.slice(firstData).filter((f) => f.data.length > 0).map((f) => f.bytes))
+    const rest = Buffer.concat(
+      cfr
+        .slice(firstData)
+        .filter((f) => f.data.length > 0)
+        .map((f) => f.bytes),
+    )
     if (how === 'whole frames') stream.feed(rest)
     else for (const b of rest) stream.feed(Buffer.from([b]))
     for (let i = 0; i < 5; i++) await tick()
-    assert.deepEqual(received.map((r) => r.length), [1, 1, 1, 1, 1], `${how}: one packet per message`)
+    assert.deepEqual(
+      received.map((r) => r.length),
+      [1, 1, 1, 1, 1],
+      `${how}: one packet per message`,
+    )
     for (let i = 0; i < clientPackets.length; i++) assert.ok(received[i]![0]!.equals(clientPackets[i]!), `${how}: packet ${i}`)
     assert.equal(link.stats.packetsIn, 5)
     // our packets towards the client: one frame each, as the C++ server wrote them
     const mark = stream.written().length
     link.send(serverMessages.slice(1))
     for (let i = 0; i < 3; i++) await tick()
-    const expected = Buffer.concat(capture.server.frames.filter((f) => f.channel === 0x8000 && f.data.length > 0).slice(1).map((f) => f.bytes))
+    const expected = Buffer.concat(
+      capture.server.frames
+        .filter((f) => f.channel === 0x8000 && f.data.length > 0)
+        .slice(1)
+        .map((f) => f.bytes),
+    )
     assert.ok(stream.written().subarray(mark).equals(expected), `${how}: the C++ server's packet frames`)
     mux.close()
   }
@@ -95,7 +112,11 @@ test("our client session, fed the C++ server's bytes (as its TLS records came): 
   const s = await starting
   for (let i = 0; i < 5; i++) await tick()
   assert.deepEqual(s.metadata, CAPTURED_METADATA)
-  assert.deepEqual(s.addresses, { client4: '10.60.78.0', server4: '10.80.77.0', client6: 'fd00:0:0:1::0', server6: 'fd00:0:0:2::0' }, "the capture's interfaces: client tun0 10.60.78.0 and fd00:0:0:1::0")
+  assert.deepEqual(
+    s.addresses,
+    { client4: '10.60.78.0', server4: '10.80.77.0', client6: 'fd00:0:0:1::0', server6: 'fd00:0:0:2::0' },
+    "the capture's interfaces: client tun0 10.60.78.0 and fd00:0:0:1::0",
+  )
   assert.equal(received.length, 5)
   for (let i = 0; i < 5; i++) assert.ok(received[i]!.equals(serverMessages[i + 1]!), `packet ${i}`)
   // our packets: the C++ client's frames byte for byte
@@ -132,9 +153,15 @@ test('our DHTNet client and server through two DHTNet multiplexers: addresses ag
   s.link.send(up)
   serverLink!.send(down)
   for (let i = 0; i < 50 && (atServer.length < 3 || atClient.length < 2); i++) await new Promise((r) => setTimeout(r, 10))
-  assert.deepEqual(atServer.map((p) => p.length), [84, 1500, 65535])
+  assert.deepEqual(
+    atServer.map((p) => p.length),
+    [84, 1500, 65535],
+  )
   assert.ok(atServer.every((p, i) => p.equals(up[i]!)))
-  assert.deepEqual(atClient.map((p) => p.length), [60, 65535])
+  assert.deepEqual(
+    atClient.map((p) => p.length),
+    [60, 65535],
+  )
   clientMux.close()
   serverMux.close()
 })
@@ -145,11 +172,17 @@ test('the client gives up on a server that closes without metadata, or sends som
   const clientMux = new DhtnetMux({ stream: b, initiator: true, keepaliveIntervalMs: 0 })
   serverMux.on('channel', (ch: DhtnetChannel) => ch.write(Buffer.from([0x93, 1, 2, 3])))
   const ch = await clientMux.openChannel(DHTNET_CHANNEL)
-  await assert.rejects(startDhtnetClientSession(ch, () => {}, 5000), /metadata is malformed: the metadata is not a map/)
+  await assert.rejects(
+    startDhtnetClientSession(ch, () => {}, 5000),
+    /metadata is malformed: the metadata is not a map/,
+  )
   serverMux.removeAllListeners('channel')
   serverMux.on('channel', (c: DhtnetChannel) => c.end())
   const ch2 = await clientMux.openChannel(DHTNET_CHANNEL)
-  await assert.rejects(startDhtnetClientSession(ch2, () => {}, 5000), /closed the dvpn:\/\/ channel before sending its metadata/)
+  await assert.rejects(
+    startDhtnetClientSession(ch2, () => {}, 5000),
+    /closed the dvpn:\/\/ channel before sending its metadata/,
+  )
   clientMux.close()
   serverMux.close()
 })

@@ -128,14 +128,19 @@ before(async () => {
 after(async () => {
   await procs.stopAll()
   if (process.env.DHTNET_TEST_VERBOSE) {
-    for (const [name, p] of [['server', server], ['client1', client1], ['client2', client2]] as const) if (p) process.stderr.write(`--- ${name}\n${p.stderrText}\n`)
+    const all: Array<[string, { stderrText: string } | undefined]> = [
+      ['server', server],
+      ['client1', client1],
+      ['client2', client2],
+    ] // undefined when before() failed
+    for (const [name, p] of all) if (p) process.stderr.write(`--- ${name}\n${p.stderrText}\n`)
   }
   await Promise.all(labProcs.map((p) => p.stop()))
   lab?.destroy()
   removeTempDirs()
 })
 
-test('the server uses DHTNet\'s keys: its address in ip_address, clients from ip_peer_address (IPv4 and IPv6)', async (t) => {
+test("the server uses DHTNet's keys: its address in ip_address, clients from ip_peer_address (IPv4 and IPv6)", (t) => {
   if (skipReason) return t.skip(skipReason)
   assert.match(server.stderrText, /TUN dvpn0 \(MTU \d+\): 10\.80\.77\.1 in 10\.80\.77\.0\/24, fd00:0:0:1::1 in fd00:0:0:1::\/64/)
   assert.match(server.stderrText, /masquerading what clients send beyond dvpn0/)
@@ -182,7 +187,18 @@ test('two clients at once: distinct addresses, both reach the server and each ot
   await run('ip', ['-n', lab!.inet, 'addr', 'add', `${FAR_HOST}/32`, 'dev', 'lo'])
   const whoami = tcpService(procs, lab!.inet, 'whoami', FAR_HOST, 7002)
   await whoami.waitFor(/listening/, 10_000)
-  const r = await run('ip', ['netns', 'exec', pubC2, process.execPath, '-e', `const s=require('net').connect(7002,'${FAR_HOST}');s.on('data',d=>process.stdout.write(d));s.on('error',e=>{console.error(e.message);process.exit(1)})`], { timeoutMs: 20_000 })
+  const r = await run(
+    'ip',
+    [
+      'netns',
+      'exec',
+      pubC2,
+      process.execPath,
+      '-e',
+      `const s=require('net').connect(7002,'${FAR_HOST}');s.on('data',d=>process.stdout.write(d));s.on('error',e=>{console.error(e.message);process.exit(1)})`,
+    ],
+    { timeoutMs: 20_000 },
+  )
   assert.equal(r.stdout, 'hi\n')
   await whoami.waitFor(/from /, 5000)
   assert.match(whoami.stdoutText, new RegExp(`from ${NET.routerWan.B.replace(/\./g, '\\.')}`), 'masqueraded by the server, then NATed by router B')
@@ -207,7 +223,10 @@ test('the link of router A down for 10 s: the client comes back with its address
   assert.match(client1.stderrText, /connection to the server lost/, failure('the client did not notice the cut'))
   const deadline = Date.now() + 60_000
   while ((client1.stderrText.match(/reconnected:/g) ?? []).length === reconnectsBefore && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
-  const line = client1.stderrText.split('\n').filter((l) => l.includes('reconnected:')).at(-1)
+  const line = client1.stderrText
+    .split('\n')
+    .filter((l) => l.includes('reconnected:'))
+    .at(-1)
   assert.ok(line, failure('no reconnection within 60 s of the restore'))
   assert.match(line, new RegExp(`reconnected: ${joined1.client4}, ${joined1.client6}`))
   // the same TCP connection carries on: new echoes, never closed
@@ -240,7 +259,7 @@ test('a peer the server does not trust gets a clear error, exit 1, and no TUN is
   assert.doesNotMatch(c.stderrText, /\n\s+at /, 'no stack trace')
   assert.doesNotMatch(c.stderrText, /connected: dvpn/)
   assert.deepEqual(await dvpnLinks(pubC3), [])
-  sameState(await networkState(pubC3), stateC3, 'the stranger\'s namespace')
+  sameState(await networkState(pubC3), stateC3, "the stranger's namespace")
 })
 
 test('after SIGTERM both sides have exactly their network configuration from before (links, addresses, routes, rules, nftables, forwarding)', async (t) => {
@@ -249,8 +268,8 @@ test('after SIGTERM both sides have exactly their network configuration from bef
   const s1 = await client1.stop(10_000)
   assert.equal(s1.code, 0, failure('client exit'))
   await server.waitFor(/client [0-9a-f]{40} left \(its control channel closed\): 10\.60\.78\.1/, 10_000, 'stderr')
-  sameState(await networkState(hostA), stateA, 'the client\'s host')
+  sameState(await networkState(hostA), stateA, "the client's host")
   const s0 = await server.stop(10_000)
   assert.equal(s0.code, 0, failure('server exit'))
-  sameState(await networkState(hostB), stateB, 'the server\'s host')
+  sameState(await networkState(hostB), stateB, "the server's host")
 })

@@ -54,7 +54,10 @@ before(async () => {
     { mode: 0o755 },
   )
   vpnConfig = join(dir, 'vpn-config.yaml')
-  writeFileSync(vpnConfig, `script_path: "${script}"\nip_address: "10.80.77."\nip_peer_address: "10.60.78."\nip_address_ipv6: "fd00:0:0:1::"\nip_peer_address_ipv6: "fd00:0:0:2::"\n`)
+  writeFileSync(
+    vpnConfig,
+    `script_path: "${script}"\nip_address: "10.80.77."\nip_peer_address: "10.60.78."\nip_address_ipv6: "fd00:0:0:1::"\nip_peer_address_ipv6: "fd00:0:0:2::"\n`,
+  )
   const dht = procs.start('dhtnode (C++)', join(CPP, 'dhtnode'), ['-p', '4222', '-s', '-v'], { netns: s.name, stdin: 'ignore' })
   await new Promise((r) => setTimeout(r, 1000))
   assert.equal(dht.exitStatus, undefined, 'the C++ dhtnode runs')
@@ -88,10 +91,18 @@ test('our client joins a C++ dvpn server: DHTNet metadata, addresses set directl
   if (skipReason) return t.skip(skipReason)
   const home = join(dir, 'cpp-server')
   writeFileSync(join(dir, 'cpp-server.yaml'), yaml(serverId, `anonymous: true\nconfiguration_file: "${vpnConfig}"\n`))
-  const server = procs.start('dvpn -l (C++)', join(CPP, 'dvpn'), ['-l', '-d', join(dir, 'cpp-server.yaml'), '-C', vpnConfig], { netns: s.name, stdin: 'ignore', env: userEnv(home) })
+  const server = procs.start('dvpn -l (C++)', join(CPP, 'dvpn'), ['-l', '-d', join(dir, 'cpp-server.yaml'), '-C', vpnConfig], {
+    netns: s.name,
+    stdin: 'ignore',
+    env: userEnv(home),
+  })
   await new Promise((r) => setTimeout(r, 3000))
   writeFileSync(join(dir, 'ts-client.yaml'), yaml(clientId))
-  const client = procs.start('dvpn (ours)', process.execPath, [DVPN, '-d', join(dir, 'ts-client.yaml'), '--verbose', serverId.longId], { netns: c.name, stdin: 'ignore', env: userEnv(join(dir, 'ts-client')) })
+  const client = procs.start('dvpn (ours)', process.execPath, [DVPN, '-d', join(dir, 'ts-client.yaml'), '--verbose', serverId.longId], {
+    netns: c.name,
+    stdin: 'ignore',
+    env: userEnv(join(dir, 'ts-client')),
+  })
   const m = await client.waitFor(/connected: (\S+) (\S+) ↔ (\S+), (\S+) ↔ (\S+);.*\(dvpn:\/\/, one packet per message\)/, 90_000, 'stderr')
   // DHTNet's numbering: tun0 → .0; the IPv6 ends as the C++ peers set them (capture: client fd00:0:0:1::)
   assert.deepEqual(m.slice(2, 6), ['10.60.78.0', '10.80.77.0', 'fd00:0:0:1::0', 'fd00:0:0:2::0'])
@@ -101,7 +112,10 @@ test('our client joins a C++ dvpn server: DHTNet metadata, addresses set directl
   await ping(c.name, 'fd00:0:0:2::')
   await ping(s.name, '10.60.78.0')
   // the C++ server called its script in DHTNet's order
-  assert.ok(upArgs().some((l) => /^10\.60\.78\.0 10\.80\.77\.0 tun0 \S+ false fd00:0:0:2::0 fd00:0:0:1::0$/.test(l)), upArgs().join('\n'))
+  assert.ok(
+    upArgs().some((l) => /^10\.60\.78\.0 10\.80\.77\.0 tun0 \S+ false fd00:0:0:2::0 fd00:0:0:1::0$/.test(l)),
+    upArgs().join('\n'),
+  )
   assert.equal((await client.stop(10_000)).code, 0)
   await server.stop()
 })
@@ -109,10 +123,18 @@ test('our client joins a C++ dvpn server: DHTNet metadata, addresses set directl
 test('a C++ dvpn client joins our server: the metadata map it needs, script_path on both sides, IPv4 and IPv6', async (t) => {
   if (skipReason) return t.skip(skipReason)
   writeFileSync(join(dir, 'ts-server.yaml'), yaml(serverId, `anonymous: true\nconfiguration_file: "${vpnConfig}"\n`))
-  const server = procs.start('dvpn -l (ours)', process.execPath, [DVPN, '-l', '-d', join(dir, 'ts-server.yaml'), '--verbose'], { netns: s.name, stdin: 'ignore', env: userEnv(join(dir, 'ts-server')) })
+  const server = procs.start('dvpn -l (ours)', process.execPath, [DVPN, '-l', '-d', join(dir, 'ts-server.yaml'), '--verbose'], {
+    netns: s.name,
+    stdin: 'ignore',
+    env: userEnv(join(dir, 'ts-server')),
+  })
   await server.waitFor(/^id [0-9a-f]{40}$/m, 60_000, 'stdout')
   writeFileSync(join(dir, 'cpp-client.yaml'), yaml(clientId, `configuration_file: "${vpnConfig}"\n`))
-  procs.start('dvpn (C++)', join(CPP, 'dvpn'), ['-d', join(dir, 'cpp-client.yaml'), '-C', vpnConfig, serverId.longId], { netns: c.name, stdin: 'ignore', env: userEnv(join(dir, 'cpp-client')) })
+  procs.start('dvpn (C++)', join(CPP, 'dvpn'), ['-d', join(dir, 'cpp-client.yaml'), '-C', vpnConfig, serverId.longId], {
+    netns: c.name,
+    stdin: 'ignore',
+    env: userEnv(join(dir, 'cpp-client')),
+  })
   await server.waitFor(new RegExp(`client ${clientId.id} joined: 10\\.60\\.78\\.1, fd00:0:0:2::1 \\(session #\\d+, DHTNet's dvpn://`), 90_000, 'stderr')
   await waitAddress(c.name, '10.60.78.1', 20_000)
   await ping(c.name, '10.80.77.1')
@@ -121,7 +143,13 @@ test('a C++ dvpn client joins our server: the metadata map it needs, script_path
   await ping(s.name, 'fd00:0:0:2::1')
   const args = upArgs()
   // our server: its address and the client's, in DHTNet's order; the C++ client: the map read the C++ way
-  assert.ok(args.some((l) => /^10\.60\.78\.1 10\.80\.77\.1 dvpn\d+ \S+ false fd00:0:0:1::1 fd00:0:0:2::1$/.test(l)), args.join('\n'))
-  assert.ok(args.some((l) => /^10\.80\.77\.1 10\.60\.78\.1 tun0 \S+ true fd00:0:0:2::1 fd00:0:0:1::1$/.test(l)), args.join('\n'))
+  assert.ok(
+    args.some((l) => /^10\.60\.78\.1 10\.80\.77\.1 dvpn\d+ \S+ false fd00:0:0:1::1 fd00:0:0:2::1$/.test(l)),
+    args.join('\n'),
+  )
+  assert.ok(
+    args.some((l) => /^10\.80\.77\.1 10\.60\.78\.1 tun0 \S+ true fd00:0:0:2::1 fd00:0:0:1::1$/.test(l)),
+    args.join('\n'),
+  )
   assert.equal((await server.stop(10_000)).code, 0)
 })

@@ -1,7 +1,7 @@
 // dvpn's command line and configuration: DHTNet's flags (-l -a -b -t -u -w -r -c -p -C -d -v -h), its YAML keys in
 // the main file and in the VPN file (-C / configuration_file; the VPN file wins), authorized_peers with pinned
 // addresses, the server's networks from DHTNet's prefixes, usage errors naming the flag or the file and key.
-import { test, after } from 'node:test'
+import { test, after, mock } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -45,21 +45,23 @@ test("DHTNet's flags parse; help and usage errors are exit outcomes", () => {
   assert.equal(b.mtu, '1400')
   assert.equal(b.tun, 'vpn%d')
   assert.equal(args(['-v']).versionCount, 1)
-  const stdout = process.stdout.write
-  const stderr = process.stderr.write
-  process.stdout.write = () => true
-  process.stderr.write = () => true
+  // silence commander's help and error output
+  const stdout = mock.method(process.stdout, 'write', () => true)
+  const stderr = mock.method(process.stderr, 'write', () => true)
   try {
     assert.deepEqual(parseArgs(['-h']), { kind: 'exit', code: 0 })
     assert.deepEqual(parseArgs(['--no-such-flag']), { kind: 'exit', code: 2 })
   } finally {
-    process.stdout.write = stdout
-    process.stderr.write = stderr
+    stdout.mock.restore()
+    stderr.mock.restore()
   }
 })
 
-test('the server: networks from DHTNet\'s keys in the VPN file, which wins over the main file; pins; trust', async () => {
-  const vpn = file('vpn.yaml', 'ip_address: "10.80.77."\nip_peer_address: "10.60.78."\nip_address_ipv6: "fd00:0:0:1::"\nip_peer_address_ipv6: "fd00:0:0:2::"\nscript_path: up.sh\nmasquerade: true\naddress_grace: 30\n')
+test("the server: networks from DHTNet's keys in the VPN file, which wins over the main file; pins; trust", async () => {
+  const vpn = file(
+    'vpn.yaml',
+    'ip_address: "10.80.77."\nip_peer_address: "10.60.78."\nip_address_ipv6: "fd00:0:0:1::"\nip_peer_address_ipv6: "fd00:0:0:2::"\nscript_path: up.sh\nmasquerade: true\naddress_grace: 30\n',
+  )
   const main = file(
     'main.yaml',
     `bootstrap: "127.0.0.1:4222"\nconfiguration_file: "${vpn}"\nip_address: "10.99.0.1/16"\nmtu: 1400\nanonymous: false\nauthorized_peers:\n  - ${ID40}\n  - id: ${ID64}\n    address: 10.60.78.50\n    address_ipv6: "fd00:0:0:2::50"\n`,

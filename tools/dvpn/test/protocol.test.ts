@@ -73,7 +73,7 @@ test('frames round trip, whole, cut at every byte, and in random pieces', () => 
   ])
   const next = rng(3)
   const random: Buffer[] = []
-  for (let off = 0; off < stream.length; ) {
+  for (let off = 0; off < stream.length;) {
     const n = 1 + (next() % 700)
     random.push(stream.subarray(off, off + n))
     off += n
@@ -117,7 +117,11 @@ test('malformed frames: a protocol error with a reason, before anything is buffe
   ]
   for (const [what, bytes, reason] of cases) {
     const d = new FrameDecoder(() => assert.fail(`${what}: no frame expected`))
-    assert.throws(() => d.push(bytes), (err: Error) => err instanceof ProtocolError && reason.test(err.message), what)
+    assert.throws(
+      () => d.push(bytes),
+      (err: Error) => err instanceof ProtocolError && reason.test(err.message),
+      what,
+    )
     // and nothing afterwards
     assert.throws(() => d.push(encodePacket(ipv4(40))), ProtocolError, `${what}: refused after the error`)
   }
@@ -160,7 +164,7 @@ test('fuzz: random and mutated streams only ever give ProtocolErrors, the decode
     const input = i % 3 === 0 ? randomBuffer(next, 200) : mutateBytes(Buffer.concat([valid[next() % valid.length]!, valid[next() % valid.length]!]), next)
     const d = new FrameDecoder(() => frames++)
     try {
-      for (let off = 0; off < input.length; ) {
+      for (let off = 0; off < input.length;) {
         const n = 1 + (next() % 32)
         d.push(input.subarray(off, off + n))
         off += n
@@ -182,7 +186,10 @@ test('datagrams: whole packets back to back, split by their own headers; batchin
   assert.equal(declaredLength(b, 0), 1240)
   const out: Buffer[] = []
   assert.equal(splitPackets(Buffer.concat([a, b, c]), out), 0)
-  assert.deepEqual(out.map((p) => p.length), [84, 1240, 1500])
+  assert.deepEqual(
+    out.map((p) => p.length),
+    [84, 1240, 1500],
+  )
   // a cut packet: what came before it is kept, the rest counted
   const cut: Buffer[] = []
   assert.equal(splitPackets(Buffer.concat([a, b.subarray(0, 100)]), cut), 100)
@@ -196,7 +203,13 @@ test('datagrams: whole packets back to back, split by their own headers; batchin
   const sent: Array<[Buffer, number]> = []
   const { tooLarge } = batchPackets([a, b, c, ipv4(3000)], 2000, (d, n) => sent.push([d, n]))
   assert.equal(tooLarge, 1)
-  assert.deepEqual(sent.map(([d, n]) => [d.length, n]), [[84 + 1240, 2], [1500, 1]])
+  assert.deepEqual(
+    sent.map(([d, n]) => [d.length, n]),
+    [
+      [84 + 1240, 2],
+      [1500, 1],
+    ],
+  )
   assert.equal(sent[1]![0], c, 'a packet alone is not copied')
   const again: Buffer[] = []
   splitPackets(sent[0]![0], again)

@@ -15,7 +15,7 @@ import { printNodeInfo, runCommand, type CommandContext } from './commands.js'
 
 function errorText(err: unknown): string {
   if (isDhtnetError(err)) return `${err.message}${err.hint ? `\n  hint: ${err.hint}` : ''}`
-  return (err as Error)?.message ?? String(err)
+  return (err as Error | undefined)?.message ?? String(err)
 }
 
 function makeLogger(verbose: boolean): Logger {
@@ -98,7 +98,7 @@ async function main(): Promise<number> {
     return stopping
   }
 
-  const bound = opts.ipv4 === false ? `[${opts.ipv6 ?? '::'}]` : opts.ipv4 ?? '0.0.0.0'
+  const bound = opts.ipv4 === false ? `[${opts.ipv6 ?? '::'}]` : (opts.ipv4 ?? '0.0.0.0')
   if (!interactive) {
     // handlers first, banner second: whoever reads the banner may signal us at once
     const stopped = new Promise<void>((resolve) => {
@@ -111,9 +111,7 @@ async function main(): Promise<number> {
       process.on('SIGINT', onSignal)
       process.on('SIGTERM', onSignal)
     })
-    process.stdout.write(
-      `dhtnet-node listening on ${bound}:${node.port} id=${node.nodeId}${identity ? ` key=${identity.id} longid=${identity.longId}` : ''}\n`,
-    )
+    process.stdout.write(`dhtnet-node listening on ${bound}:${node.port} id=${node.nodeId}${identity ? ` key=${identity.id} longid=${identity.longId}` : ''}\n`)
     await stopped
     return 0
   }

@@ -59,7 +59,11 @@ export async function runCommand(ctx: CommandContext, line: string): Promise<boo
   const trimmed = line.trim()
   if (!trimmed) return true
   const [op, ...args] = trimmed.split(/\s+/)
-  const restAfter = (n: number) => trimmed.split(/\s+/).slice(n + 1).join(' ')
+  const restAfter = (n: number) =>
+    trimmed
+      .split(/\s+/)
+      .slice(n + 1)
+      .join(' ')
   const { node, print } = ctx
   switch (op) {
     case 'q':
@@ -88,9 +92,7 @@ export async function runCommand(ctx: CommandContext, line: string): Promise<boo
       print(`Using ${shown}`)
       const start = performance.now()
       const value = textValue(restAfter(1))
-      const ok = ctx.secure
-        ? await ctx.secure.put(key, value, { permanent: op === 'pp' })
-        : await node.put(key, value, { permanent: op === 'pp' })
+      const ok = ctx.secure ? await ctx.secure.put(key, value, { permanent: op === 'pp' }) : await node.put(key, value, { permanent: op === 'pp' })
       print(`Put: ${ok ? 'success' : 'failure'}, took ${ms(start)}`)
       return true
     }

@@ -10,11 +10,12 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import dgram from 'node:dgram'
+import { stripVTControlCharacters } from 'node:util'
 import { DhtNode, SecureDht, formatValue } from '@dhtnet/core'
 import { DhtnodeProcess, dhtnodePath, parseDhtnodeValues } from '../../../packages/core/test/dht-interop-harness.js'
 
 /** Output without terminal escape sequences (colours, cursor moves). */
-const stripAnsi = (s: string) => s.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '')
+const stripAnsi = (s: string) => stripVTControlCharacters(s).replace(/\r/g, '')
 const CLI = resolve(import.meta.dirname, '../dist/cli.js')
 const CRTMGR = resolve(import.meta.dirname, '../../crtmgr/dist/cli.js')
 const LOOPBACK = ['--ipv4', '127.0.0.1', '--no-ipv6', '--no-discovery']
@@ -47,10 +48,10 @@ async function daemon(args: string[]): Promise<{ child: ChildProcess; port: numb
   children.add(child)
   let out = ''
   let err = ''
-  child.stderr!.on('data', (d) => (err += d))
+  child.stderr.on('data', (d) => (err += d))
   const line = await new Promise<string>((res, rej) => {
     const t = setTimeout(() => rej(new Error(`no banner in 20 s; stderr: ${err}`)), 20_000)
-    child.stdout!.on('data', (d) => {
+    child.stdout.on('data', (d) => {
       out += d
       const i = out.indexOf('\n')
       if (i >= 0) {
@@ -157,7 +158,7 @@ test('identities: --generate-identity DIR writes them, -i DIR reuses them; the c
   try {
     let chain = null
     for (let i = 0; i < 50 && !chain; i++) {
-      chain = await sd.findCertificate(d2.key!)
+      chain = await sd.findCertificate(d2.key)
       if (!chain) await new Promise((r) => setTimeout(r, 100))
     }
     assert.ok(chain, 'certificate found at the key id')
@@ -196,8 +197,8 @@ test('interactive prompt through a pty: put, get, signed put, listen, stats, err
   const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: 'dumb' } })
   children.add(child)
   let out = ''
-  child.stdout!.on('data', (d) => (out += d))
-  child.stderr!.on('data', (d) => (out += d))
+  child.stdout.on('data', (d) => (out += d))
+  child.stderr.on('data', (d) => (out += d))
   const waitFor = async (re: RegExp, from = 0) => {
     for (let i = 0; i < 200; i++) {
       if (re.test(stripAnsi(out.slice(from)))) return
@@ -207,7 +208,7 @@ test('interactive prompt through a pty: put, get, signed put, listen, stats, err
   }
   const typeRaw = async (line: string, re: RegExp) => {
     const from = out.length
-    child.stdin!.write(line + '\n')
+    child.stdin.write(line + '\n')
     await waitFor(re, from)
     return out.slice(from)
   }
@@ -227,13 +228,13 @@ test('interactive prompt through a pty: put, get, signed put, listen, stats, err
   assert.match(await type('ll', /Storage:/), /IPv4: \d+ nodes/)
   assert.match(await type('st', /requestsIn/), /values: \d+/)
   assert.match(await type('cl', /Cancelled 1 listen/), /Cancelled/)
-  child.stdin!.write('q\n')
+  child.stdin.write('q\n')
   const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
   children.delete(child)
   assert.equal(code, 0, out.slice(-2000))
 })
 
-test('without an identity the prompt refuses s and e with a hint, and keeps going', async () => {
+test('without an identity the prompt refuses s and e with a hint, and keeps going', () => {
   const cmd = [process.execPath, CLI, '-p', '0', ...LOOPBACK].map((a) => `'${a}'`).join(' ')
   const r = spawnSync('script', ['-qfec', cmd, '/dev/null'], { input: 's k v\ne k ' + 'a'.repeat(40) + ' v\np k v\nq\n', encoding: 'utf8', timeout: 20_000 })
   assert.equal(r.status, 0, r.stdout)

@@ -199,7 +199,11 @@ export class Processes {
 }
 
 /** Runs a command to completion (bounded), returning its output; throws on a non-zero exit unless allowed. */
-export async function run(command: string, args: readonly string[], options: { timeoutMs?: number; input?: string | Buffer; allowFailure?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function run(
+  command: string,
+  args: readonly string[],
+  options: { timeoutMs?: number; input?: string | Buffer; allowFailure?: boolean; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env })
   let stdout = ''
   let stderr = ''

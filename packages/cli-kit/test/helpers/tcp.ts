@@ -32,7 +32,10 @@ async function listen(server: Server, host: string): Promise<TcpService> {
 
 /** Echoes every byte; ends its side after the client ends (half-close). */
 export function echoService(host = '127.0.0.1'): Promise<TcpService> {
-  return listen(createServer({ allowHalfOpen: true }, (s) => s.pipe(s)), host)
+  return listen(
+    createServer({ allowHalfOpen: true }, (s) => s.pipe(s)),
+    host,
+  )
 }
 
 export interface SinkResult {
@@ -44,16 +47,21 @@ export interface SinkResult {
  * Hashes what it receives. When `reply` is set, sends that many pseudo-random bytes back at once (while still
  * receiving) and ends its side when both are done; `results` gets one entry per connection, when the client ended.
  */
-export async function sinkService(options: { host?: string; replyBytes?: number } = {}): Promise<TcpService & { results: SinkResult[]; replies: SinkResult[]; onResult: (cb: () => void) => void }> {
+export async function sinkService(
+  options: { host?: string; replyBytes?: number } = {},
+): Promise<TcpService & { results: SinkResult[]; replies: SinkResult[]; onResult: (cb: () => void) => void }> {
   const results: SinkResult[] = []
   const replies: SinkResult[] = []
   const waiters: Array<() => void> = []
   const server = createServer({ allowHalfOpen: true }, (s) => {
-    hashUntilEnd(s).then((r) => {
-      results.push(r)
-      if (!options.replyBytes) s.end()
-      for (const w of waiters.splice(0)) w()
-    }, () => {})
+    hashUntilEnd(s).then(
+      (r) => {
+        results.push(r)
+        if (!options.replyBytes) s.end()
+        for (const w of waiters.splice(0)) w()
+      },
+      () => {},
+    )
     if (options.replyBytes) {
       const sent = sendPattern(s, options.replyBytes, 7)
       void sent.then((r) => {

@@ -62,7 +62,12 @@ export async function ensureIdentity(options: EnsureIdentityOptions = {}): Promi
     identity = await generateIdentity({ name: layout.deviceName, issuer: caIdentity, privateKey, ...(keySize ? { keySize } : {}) })
   } else {
     log(`Generating RSA-${keySize ?? 4096} keys for a new CA and this device...`)
-    const pair = await generateCaAndDevice({ caName: layout.caName, deviceName: layout.deviceName, ...(keySize ? { keySize } : {}), ...(options.signal ? { signal: options.signal } : {}) })
+    const pair = await generateCaAndDevice({
+      caName: layout.caName,
+      deviceName: layout.deviceName,
+      ...(keySize ? { keySize } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    })
     try {
       await saveIdentity(pair.ca, layout.caDir, layout.caName)
       log(`Created CA in ${layout.caDir}: ${ca.certPath} (id ${pair.ca.id})`)
@@ -82,7 +87,10 @@ export async function ensureIdentity(options: EnsureIdentityOptions = {}): Promi
   return { identity, ...device, created: true }
 }
 
-async function loadConcurrentlyCreated(device: { keyPath: string; certPath: string }, keyFile: { keyPermissions?: KeyPermissionsPolicy; onWarning?: (m: string) => void }): Promise<EnsuredIdentity> {
+async function loadConcurrentlyCreated(
+  device: { keyPath: string; certPath: string },
+  keyFile: { keyPermissions?: KeyPermissionsPolicy; onWarning?: (m: string) => void },
+): Promise<EnsuredIdentity> {
   // The other writer links the key first, then the certificate; give it a bounded moment to finish.
   for (let i = 0; i < 50 && !(await exists(device.certPath)); i++) await new Promise((r) => setTimeout(r, 100))
   const identity = await loadIdentity({ key: device.keyPath, certificate: device.certPath, role: 'device', ...keyFile })

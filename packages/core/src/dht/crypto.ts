@@ -26,17 +26,7 @@ import type { Identity } from '../identity/types.js'
 import { assertAcceptableRsaKey, issuerKeyProblem, rsaKeyProblem, rsaSpkiProblem } from '../identity/key-policy.js'
 import { MAX_CHAIN_LENGTH } from '../identity/truststore.js'
 import type { PublicKeyCache } from './key-cache.js'
-import {
-  type DhtValue,
-  ValueType,
-  decodeValueBody,
-  isEncryptedValue,
-  isSignedValue,
-  msgpackDecode,
-  msgpackEncode,
-  packSignedBody,
-  packToEncrypt,
-} from './value.js'
+import { type DhtValue, ValueType, decodeValueBody, isEncryptedValue, isSignedValue, msgpackDecode, msgpackEncode, packSignedBody, packToEncrypt } from './value.js'
 
 const GCM_IV_SIZE = 12
 const GCM_TAG_SIZE = 16
@@ -237,11 +227,7 @@ export function rsaDecrypt(privateKey: KeyObject, cypher: Uint8Array): Buffer {
  * OpenDHT `Value::encrypt`: set `to` = the recipient's SHA-1 key id, sign with our key, encrypt `{body, sig}` to
  * the recipient. The result carries only id, cypher, priority and pushType.
  */
-export function encryptValue(
-  v: DhtValue,
-  to: KeyObject | X509Certificate,
-  identity: Pick<Identity, 'privateKey' | 'publicKeyDer'>,
-): DhtValue {
+export function encryptValue(v: DhtValue, to: KeyObject | X509Certificate, identity: Pick<Identity, 'privateKey' | 'publicKeyDer'>): DhtValue {
   if (isEncryptedValue(v)) throw cryptoError('BAD_VALUE', 'value is already encrypted')
   const toKey = to instanceof X509Certificate ? to.publicKey : to
   rsaKeyBytes(toKey, 'the recipient key')

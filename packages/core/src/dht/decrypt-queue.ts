@@ -49,7 +49,11 @@ class TokenBucket {
   private tokens: number
   private last: number
 
-  constructor(private readonly rate: number, private readonly burst: number, now: number) {
+  constructor(
+    private readonly rate: number,
+    private readonly burst: number,
+    now: number,
+  ) {
     this.tokens = burst
     this.last = now
   }
@@ -206,7 +210,9 @@ export class DecryptScheduler {
       return Promise.resolve(DROPPED)
     }
     let resolve!: (o: DecryptOutcome) => void
-    const promise = new Promise<DecryptOutcome>((r) => { resolve = r })
+    const promise = new Promise<DecryptOutcome>((r) => {
+      resolve = r
+    })
     const item: Item = { key, v, lane, source: src, bytes, promise, resolve }
     this.inflight.set(key, item)
     if (q) q.push(item)
@@ -273,10 +279,13 @@ export class DecryptScheduler {
       wait = Math.min(wait, Math.max(this.overall.waitMs(now), sb.waitMs(now), item.lane.bucket.waitMs(now)))
     }
     if (this.queued > 0 && Number.isFinite(wait)) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined
-        this.pump()
-      }, Math.max(1, Math.ceil(wait)))
+      this.timer = setTimeout(
+        () => {
+          this.timer = undefined
+          this.pump()
+        },
+        Math.max(1, Math.ceil(wait)),
+      )
       // not unref'd: someone awaits what is queued; armed only while values wait, cleared by close()
     }
   }
@@ -291,30 +300,33 @@ export class DecryptScheduler {
   private run(item: Item): void {
     this.running = true
     const cypher = item.v.cypher!
-    this.worker.decryptBlock(cypher.subarray(0, this.k)).then(
-      (raw) => {
-        try {
-          const value = openDecryptedValue(item.v, finishRsaDecrypt(raw, cypher, this.k), this.identity, this.keys)
-          this.touch(item.key, value)
-          return { ok: true, value } as DecryptOutcome
-        } catch (err) {
-          this.log(`dropping value ${item.v.id.toString(16)}: ${(err as Error).message}`)
+    void this.worker
+      .decryptBlock(cypher.subarray(0, this.k))
+      .then(
+        (raw): DecryptOutcome => {
+          try {
+            const value = openDecryptedValue(item.v, finishRsaDecrypt(raw, cypher, this.k), this.identity, this.keys)
+            this.touch(item.key, value)
+            return { ok: true, value }
+          } catch (err) {
+            this.log(`dropping value ${item.v.id.toString(16)}: ${(err as Error).message}`)
+            this.rememberFailure(item.key)
+            return UNDECRYPTABLE
+          }
+        },
+        (err: Error) => {
+          this.log(`decryption of ${item.v.id.toString(16)} failed: ${err.message}`)
+          if (this.closed) return DROPPED
           this.rememberFailure(item.key)
           return UNDECRYPTABLE
-        }
-      },
-      (err: Error) => {
-        this.log(`decryption of ${item.v.id.toString(16)} failed: ${err.message}`)
-        if (this.closed) return DROPPED
-        this.rememberFailure(item.key)
-        return UNDECRYPTABLE
-      },
-    ).then((outcome) => {
-      this.inflight.delete(item.key)
-      this.running = false
-      item.resolve(outcome)
-      this.pump()
-    })
+        },
+      )
+      .then((outcome) => {
+        this.inflight.delete(item.key)
+        this.running = false
+        item.resolve(outcome)
+        this.pump()
+      })
   }
 
   private touch(key: string, value: DhtValue): void {

@@ -30,7 +30,7 @@ export interface DiscoveryOptions {
   log?: Logger
 }
 
-const unpackr = new Unpackr({ int64AsType: 'bigint', mapsAsObjects: true, useRecords: false } as ConstructorParameters<typeof Unpackr>[0])
+const unpackr = new Unpackr({ int64AsType: 'bigint', mapsAsObjects: true, useRecords: false })
 
 export function packPublish(nodeId: Buffer, port: number, network: number): Buffer {
   return new MsgWriter(64).map(1).str('dht').array(3).bin(nodeId).uint(port).uint(network).finish()
@@ -46,7 +46,7 @@ export function parseDiscoveryPacket(buf: Buffer): { query: true } | { id: Buffe
     if (typeof o !== 'object' || o === null || !Object.prototype.hasOwnProperty.call(o, 'dht')) return undefined
     const p = (o as Record<string, unknown>)['dht']
     if (!Array.isArray(p) || p.length < 3) return undefined
-    const [id, port, net] = p
+    const [id, port, net] = p as unknown[]
     if (!isHash(id)) return undefined
     if (typeof port !== 'number' || !Number.isInteger(port) || port <= 0 || port > 65535) return undefined
     if (typeof net !== 'number' || !Number.isInteger(net) || net < 0) return undefined
@@ -98,7 +98,11 @@ export class PeerDiscovery {
       this.socks.push({ sock, family })
     } catch (err) {
       this.o.log?.('warn', `LAN discovery unavailable over IPv${family}: ${(err as Error).message}`)
-      try { sock.close() } catch { /* already closed */ }
+      try {
+        sock.close()
+      } catch {
+        /* already closed */
+      }
     }
   }
 
@@ -157,9 +161,18 @@ export class PeerDiscovery {
   async stop(): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
-    await Promise.all(this.socks.map(({ sock }) => new Promise<void>((resolve) => {
-      try { sock.close(() => resolve()) } catch { resolve() }
-    })))
+    await Promise.all(
+      this.socks.map(
+        ({ sock }) =>
+          new Promise<void>((resolve) => {
+            try {
+              sock.close(() => resolve())
+            } catch {
+              resolve()
+            }
+          }),
+      ),
+    )
     this.socks = []
   }
 }

@@ -37,7 +37,7 @@ interface Partial {
   bytes: number
 }
 
-const unpackr = new Unpackr({ int64AsType: 'bigint', mapsAsObjects: true, useRecords: false } as ConstructorParameters<typeof Unpackr>[0])
+const unpackr = new Unpackr({ int64AsType: 'bigint', mapsAsObjects: true, useRecords: false })
 
 export class Reassembler {
   private readonly partials = new Map<string, Partial>()
@@ -46,7 +46,10 @@ export class Reassembler {
   private readonly o: Required<ReassemblerOptions>
   dropped = 0
 
-  constructor(opts: ReassemblerOptions = {}, private readonly now: () => number = Date.now) {
+  constructor(
+    opts: ReassemblerOptions = {},
+    private readonly now: () => number = Date.now,
+  ) {
     this.o = {
       partTimeoutMs: opts.partTimeoutMs ?? 3000,
       totalTimeoutMs: opts.totalTimeoutMs ?? 10_000,
@@ -145,7 +148,10 @@ export class Reassembler {
       if (this.bytes + data.length > this.o.maxBytes) continue
       let overlap = false
       for (const [o, d] of pv.frags) {
-        if (offset < o + d.length && o < offset + data.length) { overlap = true; break }
+        if (offset < o + d.length && o < offset + data.length) {
+          overlap = true
+          break
+        }
       }
       if (overlap) continue
       const copy = Buffer.from(data) // do not pin the whole datagram

@@ -26,8 +26,8 @@ export function hashFromHex(hex: string): Buffer | undefined {
 export function xorCmp(target: Uint8Array, a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < HASH_LEN; i++) {
     if (a[i] === b[i]) continue
-    const da = (a[i]! ^ target[i]!)
-    const db = (b[i]! ^ target[i]!)
+    const da = a[i]! ^ target[i]!
+    const db = b[i]! ^ target[i]!
     return da - db
   }
   return 0

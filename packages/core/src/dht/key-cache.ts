@@ -14,7 +14,10 @@ export class PublicKeyCache {
   /** keys refused by the policy (or unparsable) */
   rejected = 0
 
-  constructor(private readonly max = 4096, private readonly policy: RsaKeyPolicy = RSA_KEY_POLICY) {}
+  constructor(
+    private readonly max = 4096,
+    private readonly policy: RsaKeyPolicy = RSA_KEY_POLICY,
+  ) {}
 
   /** The parsed key of a DER SPKI, or why it is refused. */
   get(der: Uint8Array): OwnerKey {

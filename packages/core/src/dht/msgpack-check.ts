@@ -40,30 +40,104 @@ export function checkMsgpack(buf: Uint8Array, maxDepth = 16, maxItems = 200_000)
     else if (b <= 0xbf) skip = b & 0x1f
     else {
       switch (b) {
-        case 0xc0: case 0xc2: case 0xc3: break
-        case 0xc1: return false
-        case 0xc4: case 0xd9: if (pos + 1 > end) return false; skip = buf[pos]!; pos += 1; break
-        case 0xc5: case 0xda: if (pos + 2 > end) return false; skip = u16(buf, pos); pos += 2; break
-        case 0xc6: case 0xdb: if (pos + 4 > end) return false; skip = u32(buf, pos); pos += 4; break
-        case 0xc7: if (pos + 1 > end) return false; skip = buf[pos]! + 1; pos += 1; break
-        case 0xc8: if (pos + 2 > end) return false; skip = u16(buf, pos) + 1; pos += 2; break
-        case 0xc9: if (pos + 4 > end) return false; skip = u32(buf, pos) + 1; pos += 4; break
-        case 0xca: skip = 4; break
-        case 0xcb: skip = 8; break
-        case 0xcc: case 0xd0: skip = 1; break
-        case 0xcd: case 0xd1: skip = 2; break
-        case 0xce: case 0xd2: skip = 4; break
-        case 0xcf: case 0xd3: skip = 8; break
-        case 0xd4: skip = 2; break
-        case 0xd5: skip = 3; break
-        case 0xd6: skip = 5; break
-        case 0xd7: skip = 9; break
-        case 0xd8: skip = 17; break
-        case 0xdc: if (pos + 2 > end) return false; children = u16(buf, pos); pos += 2; break
-        case 0xdd: if (pos + 4 > end) return false; children = u32(buf, pos); pos += 4; break
-        case 0xde: if (pos + 2 > end) return false; children = u16(buf, pos) * 2; pos += 2; break
-        case 0xdf: if (pos + 4 > end) return false; children = u32(buf, pos) * 2; pos += 4; break
-        default: return false
+        case 0xc0:
+        case 0xc2:
+        case 0xc3:
+          break
+        case 0xc1:
+          return false
+        case 0xc4:
+        case 0xd9:
+          if (pos + 1 > end) return false
+          skip = buf[pos]!
+          pos += 1
+          break
+        case 0xc5:
+        case 0xda:
+          if (pos + 2 > end) return false
+          skip = u16(buf, pos)
+          pos += 2
+          break
+        case 0xc6:
+        case 0xdb:
+          if (pos + 4 > end) return false
+          skip = u32(buf, pos)
+          pos += 4
+          break
+        case 0xc7:
+          if (pos + 1 > end) return false
+          skip = buf[pos]! + 1
+          pos += 1
+          break
+        case 0xc8:
+          if (pos + 2 > end) return false
+          skip = u16(buf, pos) + 1
+          pos += 2
+          break
+        case 0xc9:
+          if (pos + 4 > end) return false
+          skip = u32(buf, pos) + 1
+          pos += 4
+          break
+        case 0xca:
+          skip = 4
+          break
+        case 0xcb:
+          skip = 8
+          break
+        case 0xcc:
+        case 0xd0:
+          skip = 1
+          break
+        case 0xcd:
+        case 0xd1:
+          skip = 2
+          break
+        case 0xce:
+        case 0xd2:
+          skip = 4
+          break
+        case 0xcf:
+        case 0xd3:
+          skip = 8
+          break
+        case 0xd4:
+          skip = 2
+          break
+        case 0xd5:
+          skip = 3
+          break
+        case 0xd6:
+          skip = 5
+          break
+        case 0xd7:
+          skip = 9
+          break
+        case 0xd8:
+          skip = 17
+          break
+        case 0xdc:
+          if (pos + 2 > end) return false
+          children = u16(buf, pos)
+          pos += 2
+          break
+        case 0xdd:
+          if (pos + 4 > end) return false
+          children = u32(buf, pos)
+          pos += 4
+          break
+        case 0xde:
+          if (pos + 2 > end) return false
+          children = u16(buf, pos) * 2
+          pos += 2
+          break
+        case 0xdf:
+          if (pos + 4 > end) return false
+          children = u32(buf, pos) * 2
+          pos += 4
+          break
+        default:
+          return false
       }
     }
     if (skip) {

@@ -36,10 +36,12 @@ export class MsgWriter {
     this.ensure(5)
     if (n < 0x10000) {
       this.buf[this.pos++] = 0xde
-      this.buf.writeUInt16BE(n, this.pos); this.pos += 2
+      this.buf.writeUInt16BE(n, this.pos)
+      this.pos += 2
     } else {
       this.buf[this.pos++] = 0xdf
-      this.buf.writeUInt32BE(n, this.pos); this.pos += 4
+      this.buf.writeUInt32BE(n, this.pos)
+      this.pos += 4
     }
     return this
   }
@@ -49,10 +51,12 @@ export class MsgWriter {
     this.ensure(5)
     if (n < 0x10000) {
       this.buf[this.pos++] = 0xdc
-      this.buf.writeUInt16BE(n, this.pos); this.pos += 2
+      this.buf.writeUInt16BE(n, this.pos)
+      this.pos += 2
     } else {
       this.buf[this.pos++] = 0xdd
-      this.buf.writeUInt32BE(n, this.pos); this.pos += 4
+      this.buf.writeUInt32BE(n, this.pos)
+      this.pos += 4
     }
     return this
   }
@@ -80,9 +84,18 @@ export class MsgWriter {
     const len = Buffer.byteLength(s)
     this.ensure(len + 5)
     if (len < 32) this.buf[this.pos++] = 0xa0 | len
-    else if (len < 0x100) { this.buf[this.pos++] = 0xd9; this.buf[this.pos++] = len }
-    else if (len < 0x10000) { this.buf[this.pos++] = 0xda; this.buf.writeUInt16BE(len, this.pos); this.pos += 2 }
-    else { this.buf[this.pos++] = 0xdb; this.buf.writeUInt32BE(len, this.pos); this.pos += 4 }
+    else if (len < 0x100) {
+      this.buf[this.pos++] = 0xd9
+      this.buf[this.pos++] = len
+    } else if (len < 0x10000) {
+      this.buf[this.pos++] = 0xda
+      this.buf.writeUInt16BE(len, this.pos)
+      this.pos += 2
+    } else {
+      this.buf[this.pos++] = 0xdb
+      this.buf.writeUInt32BE(len, this.pos)
+      this.pos += 4
+    }
     this.pos += this.buf.write(s, this.pos)
     return this
   }
@@ -90,9 +103,18 @@ export class MsgWriter {
   bin(b: Uint8Array): this {
     const len = b.length
     this.ensure(len + 5)
-    if (len < 0x100) { this.buf[this.pos++] = 0xc4; this.buf[this.pos++] = len }
-    else if (len < 0x10000) { this.buf[this.pos++] = 0xc5; this.buf.writeUInt16BE(len, this.pos); this.pos += 2 }
-    else { this.buf[this.pos++] = 0xc6; this.buf.writeUInt32BE(len, this.pos); this.pos += 4 }
+    if (len < 0x100) {
+      this.buf[this.pos++] = 0xc4
+      this.buf[this.pos++] = len
+    } else if (len < 0x10000) {
+      this.buf[this.pos++] = 0xc5
+      this.buf.writeUInt16BE(len, this.pos)
+      this.pos += 2
+    } else {
+      this.buf[this.pos++] = 0xc6
+      this.buf.writeUInt32BE(len, this.pos)
+      this.pos += 4
+    }
     this.buf.set(b, this.pos)
     this.pos += len
     return this
@@ -105,16 +127,29 @@ export class MsgWriter {
       if (v <= 0xffffffffn) return this.uint(Number(v))
       this.ensure(9)
       this.buf[this.pos++] = 0xcf
-      this.buf.writeBigUInt64BE(v, this.pos); this.pos += 8
+      this.buf.writeBigUInt64BE(v, this.pos)
+      this.pos += 8
       return this
     }
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`uint out of range: ${v}`)
     this.ensure(9)
     if (v < 0x80) this.buf[this.pos++] = v
-    else if (v < 0x100) { this.buf[this.pos++] = 0xcc; this.buf[this.pos++] = v }
-    else if (v < 0x10000) { this.buf[this.pos++] = 0xcd; this.buf.writeUInt16BE(v, this.pos); this.pos += 2 }
-    else if (v <= 0xffffffff) { this.buf[this.pos++] = 0xce; this.buf.writeUInt32BE(v, this.pos); this.pos += 4 }
-    else { this.buf[this.pos++] = 0xcf; this.buf.writeBigUInt64BE(BigInt(v), this.pos); this.pos += 8 }
+    else if (v < 0x100) {
+      this.buf[this.pos++] = 0xcc
+      this.buf[this.pos++] = v
+    } else if (v < 0x10000) {
+      this.buf[this.pos++] = 0xcd
+      this.buf.writeUInt16BE(v, this.pos)
+      this.pos += 2
+    } else if (v <= 0xffffffff) {
+      this.buf[this.pos++] = 0xce
+      this.buf.writeUInt32BE(v, this.pos)
+      this.pos += 4
+    } else {
+      this.buf[this.pos++] = 0xcf
+      this.buf.writeBigUInt64BE(BigInt(v), this.pos)
+      this.pos += 8
+    }
     return this
   }
 
@@ -127,24 +162,39 @@ export class MsgWriter {
       if (v < -2147483648n) {
         this.ensure(9)
         this.buf[this.pos++] = 0xd3
-        this.buf.writeBigInt64BE(v, this.pos); this.pos += 8
+        this.buf.writeBigInt64BE(v, this.pos)
+        this.pos += 8
         return this
       }
       v = Number(v)
     }
     this.ensure(9)
     if (v >= -32) this.buf[this.pos++] = v & 0xff
-    else if (v >= -0x80) { this.buf[this.pos++] = 0xd0; this.buf.writeInt8(v, this.pos); this.pos += 1 }
-    else if (v >= -0x8000) { this.buf[this.pos++] = 0xd1; this.buf.writeInt16BE(v, this.pos); this.pos += 2 }
-    else if (v >= -0x80000000) { this.buf[this.pos++] = 0xd2; this.buf.writeInt32BE(v, this.pos); this.pos += 4 }
-    else { this.buf[this.pos++] = 0xd3; this.buf.writeBigInt64BE(BigInt(v), this.pos); this.pos += 8 }
+    else if (v >= -0x80) {
+      this.buf[this.pos++] = 0xd0
+      this.buf.writeInt8(v, this.pos)
+      this.pos += 1
+    } else if (v >= -0x8000) {
+      this.buf[this.pos++] = 0xd1
+      this.buf.writeInt16BE(v, this.pos)
+      this.pos += 2
+    } else if (v >= -0x80000000) {
+      this.buf[this.pos++] = 0xd2
+      this.buf.writeInt32BE(v, this.pos)
+      this.pos += 4
+    } else {
+      this.buf[this.pos++] = 0xd3
+      this.buf.writeBigInt64BE(BigInt(v), this.pos)
+      this.pos += 8
+    }
     return this
   }
 
   float64(v: number): this {
     this.ensure(9)
     this.buf[this.pos++] = 0xcb
-    this.buf.writeDoubleBE(v, this.pos); this.pos += 8
+    this.buf.writeDoubleBE(v, this.pos)
+    this.pos += 8
     return this
   }
 
@@ -171,10 +221,14 @@ export class MsgWriter {
   any(x: unknown): this {
     if (x === null || x === undefined) return this.nil()
     switch (typeof x) {
-      case 'boolean': return this.bool(x)
-      case 'bigint': return this.int(x)
-      case 'number': return Number.isSafeInteger(x) ? this.int(x) : this.float64(x)
-      case 'string': return this.str(x)
+      case 'boolean':
+        return this.bool(x)
+      case 'bigint':
+        return this.int(x)
+      case 'number':
+        return Number.isSafeInteger(x) ? this.int(x) : this.float64(x)
+      case 'string':
+        return this.str(x)
     }
     if (x instanceof MsgpackRaw) return this.raw(x.bytes)
     if (x instanceof Uint8Array) return this.bin(x)

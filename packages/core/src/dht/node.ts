@@ -14,9 +14,22 @@ import { DhtnetError, throwIfAborted } from '../errors.js'
 import { toLogger, type Logger, type LoggerLike } from '../util/log.js'
 import { infoHash, randomHash, hashFromHex, xorCmp } from './infohash.js'
 import {
-  decodeMessage, WireEncoder, packNodes, unpackNodes, ipToBytes, isMartian, isLoopback,
-  WANT4, WANT6, SEND_NODES, ERR_NON_AUTHORITATIVE, ERR_UNAUTHORIZED, ERR_NOT_FOUND,
-  type ParsedMessage, type Query, type WireNode,
+  decodeMessage,
+  WireEncoder,
+  packNodes,
+  unpackNodes,
+  ipToBytes,
+  isMartian,
+  isLoopback,
+  WANT4,
+  WANT6,
+  SEND_NODES,
+  ERR_NON_AUTHORITATIVE,
+  ERR_UNAUTHORIZED,
+  ERR_NOT_FOUND,
+  type ParsedMessage,
+  type Query,
+  type WireNode,
 } from './wire.js'
 import { MsgWriter } from './msgpack-writer.js'
 import { TokenManager } from './tokens.js'
@@ -45,7 +58,6 @@ function sameHash(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
 }
-
 
 export interface DhtNodeOptions {
   /** UDP port for both families; 0 = ephemeral (default) */
@@ -168,7 +180,6 @@ interface RemoteListener {
   time: number
 }
 
-
 function keyOf(key: Buffer | string): Buffer {
   if (Buffer.isBuffer(key)) {
     if (key.length !== 20) throw new DhtnetError('BAD_KEY', `a DHT key is 20 bytes, got ${key.length}`, { hint: 'hash longer keys with DhtNode.infoHash()' })
@@ -179,7 +190,8 @@ function keyOf(key: Buffer | string): Buffer {
 
 function parseHostPort(s: string): { host: string; port: number } {
   const t = s.trim()
-  let host = t, port = DEFAULT_PORT
+  let host = t,
+    port = DEFAULT_PORT
   const m6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t)
   if (m6) {
     host = m6[1]!
@@ -238,7 +250,10 @@ export class DhtNode extends EventEmitter {
   private readonly expirationOf: (type: number) => number
   /** recent `nodesFor` answers, valid while both routing tables keep their version */
   private readonly nodesCache: {
-    t4?: RoutingTable; t6?: RoutingTable; v4: number; v6: number
+    t4?: RoutingTable
+    t6?: RoutingTable
+    v4: number
+    v6: number
     entries: Array<{ target: Buffer; want: number; nodes: { n4: Buffer; n6: Buffer } }>
   } = { v4: -1, v6: -1, entries: [] }
 
@@ -267,10 +282,14 @@ export class DhtNode extends EventEmitter {
   }
 
   private makeTransactions(): Transactions {
-    return new Transactions((r) => this.sendRequestDatagrams(r), {
-      ...(this.opts.requestAttempts !== undefined ? { maxAttempts: this.opts.requestAttempts } : {}),
-      ...(this.opts.requestFirstWaitMs !== undefined ? { firstWaitMs: this.opts.requestFirstWaitMs } : {}),
-    }, (r) => this.requestTimedOut(r))
+    return new Transactions(
+      (r) => this.sendRequestDatagrams(r),
+      {
+        ...(this.opts.requestAttempts !== undefined ? { maxAttempts: this.opts.requestAttempts } : {}),
+        ...(this.opts.requestFirstWaitMs !== undefined ? { firstWaitMs: this.opts.requestFirstWaitMs } : {}),
+      },
+      (r) => this.requestTimedOut(r),
+    )
   }
 
   private setId(id: Buffer): void {
@@ -397,7 +416,11 @@ export class DhtNode extends EventEmitter {
       }
       const sock = dgram.createSocket(family === 4 ? { type: 'udp4', lookup: sendLookup } : { type: 'udp6', ipv6Only: true, lookup: sendLookup })
       const onError = (err: Error) => {
-        try { sock.close() } catch { /* not open */ }
+        try {
+          sock.close()
+        } catch {
+          /* not open */
+        }
         reject(err)
       }
       sock.once('error', onError)
@@ -409,7 +432,9 @@ export class DhtNode extends EventEmitter {
         try {
           sock.setRecvBufferSize(1 << 20)
           sock.setSendBufferSize(1 << 20)
-        } catch { /* not critical */ }
+        } catch {
+          /* not critical */
+        }
         resolve(sock)
       })
     })
@@ -430,9 +455,19 @@ export class DhtNode extends EventEmitter {
       await this.persist().catch((err) => this.log('warn', `DHT: ${(err as Error).message}`))
     }
     await this.discovery?.stop()
-    await Promise.all([this.sock4, this.sock6].map((s) => s && new Promise<void>((resolve) => {
-      try { s.close(() => resolve()) } catch { resolve() }
-    })))
+    const sockets = [this.sock4, this.sock6].filter((s) => s !== undefined)
+    await Promise.all(
+      sockets.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            try {
+              s.close(() => resolve())
+            } catch {
+              resolve()
+            }
+          }),
+      ),
+    )
     this.sock4 = this.sock6 = undefined
   }
 
@@ -603,11 +638,29 @@ export class DhtNode extends EventEmitter {
         const token = this.tokens.make(host, port)
         const fields = msg.query && msg.query.select.length ? [...new Set(msg.query.select)].filter((f) => f >= 1 && f <= 5).sort((a, b) => a - b) : NO_FIELDS
         if (fields.length > 0 && stored.length > 0) {
-          this.sendOut(family, host, port, this.encoder.nodesValues(msg.tid, this.sa(host), n4, n6, token, undefined, {
-            fields, values: stored.map((e) => (w: MsgWriter) => writeFields(w, e.value, fields)),
-          }))
+          this.sendOut(
+            family,
+            host,
+            port,
+            this.encoder.nodesValues(msg.tid, this.sa(host), n4, n6, token, undefined, {
+              fields,
+              values: stored.map((e) => (w: MsgWriter) => writeFields(w, e.value, fields)),
+            }),
+          )
         } else {
-          this.sendOut(family, host, port, this.encoder.nodesValues(msg.tid, this.sa(host), n4, n6, token, stored.map((e) => e.packed)))
+          this.sendOut(
+            family,
+            host,
+            port,
+            this.encoder.nodesValues(
+              msg.tid,
+              this.sa(host),
+              n4,
+              n6,
+              token,
+              stored.map((e) => e.packed),
+            ),
+          )
         }
         break
       }
@@ -677,10 +730,14 @@ export class DhtNode extends EventEmitter {
   private nodesFor(target: Buffer, want: number, family: 4 | 6): { n4: Buffer; n6: Buffer } {
     const w = want < 0 ? (family === 4 ? WANT4 : WANT6) : want
     // the closest nodes to a key only change when a routing table does: answers for recent keys are kept
-    const t4 = this.tables[4], t6 = this.tables[6]
+    const t4 = this.tables[4],
+      t6 = this.tables[6]
     const cache = this.nodesCache
     if (cache.t4 !== t4 || cache.t6 !== t6 || cache.v4 !== t4.version || cache.v6 !== t6.version) {
-      cache.t4 = t4; cache.t6 = t6; cache.v4 = t4.version; cache.v6 = t6.version
+      cache.t4 = t4
+      cache.t6 = t6
+      cache.v4 = t4.version
+      cache.v6 = t6.version
       cache.entries.length = 0
     }
     for (const e of cache.entries) {
@@ -747,7 +804,7 @@ export class DhtNode extends EventEmitter {
       existing.time = Date.now()
       if (msg.query) existing.query = msg.query
     } else if (this.remoteListenerCount < MAX_LISTENERS_TOTAL && (m?.size ?? 0) < MAX_LISTENERS_PER_KEY) {
-      if (!m) this.remoteListeners.set(k, (m = new Map()))
+      if (!m) this.remoteListeners.set(k, (m = new Map<string, RemoteListener>()))
       const l: RemoteListener = { id: from.id, host: from.host, port: from.port, family: from.family, sid: msg.socketId ?? 0, version: msg.version, time: Date.now() }
       if (msg.query) l.query = msg.query
       m.set(lkey, l)
@@ -809,7 +866,11 @@ export class DhtNode extends EventEmitter {
 
   private valuesGone(key: Buffer, entries: StoredValue[]): void {
     if (entries.length === 0) return
-    this.tellRemoteListeners(key, 'exp', entries.map((e) => e.value.id))
+    this.tellRemoteListeners(
+      key,
+      'exp',
+      entries.map((e) => e.value.id),
+    )
   }
 
   // ------------------------------------------------------------------------------------------------ housekeeping
@@ -823,7 +884,11 @@ export class DhtNode extends EventEmitter {
         this.nextExpire = now + 2000
         for (const [k, entries] of this.storage.expire(now)) this.valuesGone(Buffer.from(k, 'hex'), entries)
         for (const [k, m] of this.remoteListeners) {
-          for (const [lk, l] of m) if (now - l.time > LISTENER_EXPIRE_MS) { m.delete(lk); this.remoteListenerCount-- }
+          for (const [lk, l] of m)
+            if (now - l.time > LISTENER_EXPIRE_MS) {
+              m.delete(lk)
+              this.remoteListenerCount--
+            }
           if (m.size === 0) this.remoteListeners.delete(k)
         }
         this.expireListenCaches(now)
@@ -915,7 +980,10 @@ export class DhtNode extends EventEmitter {
   /** Nodes listed in a reply: loopback addresses rewritten to the sender's, martians dropped, table updated. */
   private ingestNodes(msg: ParsedMessage, from: NodeRef): WireNode[] {
     const out: WireNode[] = []
-    for (const [buf, fam] of [[msg.nodes4, 4], [msg.nodes6, 6]] as const) {
+    for (const [buf, fam] of [
+      [msg.nodes4, 4],
+      [msg.nodes6, 6],
+    ] as const) {
       if (!buf) continue
       for (const n of unpackNodes(buf, fam)) {
         if (n.id.equals(this.id)) continue
@@ -970,9 +1038,7 @@ export class DhtNode extends EventEmitter {
     } catch (err) {
       throw new DhtnetError('RESOLVE_FAILED', `cannot resolve '${h}': ${(err as Error).message}`, { cause: err, hint: 'check the host name and the DNS configuration' })
     }
-    const out = addrs
-      .map((a) => ({ host: a.address, port, family: (a.family === 6 ? 6 : 4) as 4 | 6 }))
-      .filter((a) => this.sockFor(a.family))
+    const out = addrs.map((a): { host: string; port: number; family: 4 | 6 } => ({ host: a.address, port, family: a.family === 6 ? 6 : 4 })).filter((a) => this.sockFor(a.family))
     if (out.length === 0) throw new DhtnetError('RESOLVE_FAILED', `'${h}' has no address of a family this node uses`, { hint: 'enable IPv4 or IPv6 binding' })
     return out
   }
@@ -983,10 +1049,13 @@ export class DhtNode extends EventEmitter {
     const addrs = await this.resolve(host, port)
     for (const a of addrs) {
       if (!this.bootstrapAddrs.some((b) => b.host === a.host && b.port === a.port)) this.bootstrapAddrs.push(a)
-      this.pingNode(a.host, a.port, a.family).then(() => {
-        // one find for our own id fills the table with our neighbourhood
-        this.findOnly(this.id, a.family)
-      }, () => {})
+      this.pingNode(a.host, a.port, a.family).then(
+        () => {
+          // one find for our own id fills the table with our neighbourhood
+          this.findOnly(this.id, a.family)
+        },
+        () => {},
+      )
     }
   }
 
@@ -1008,7 +1077,11 @@ export class DhtNode extends EventEmitter {
         fresh.push(v)
       }
       if (fresh.length && opts.onValues) {
-        try { opts.onValues(fresh, from) } catch (err) { this.log('warn', `DHT: get callback threw: ${(err as Error).message}`) }
+        try {
+          opts.onValues(fresh, from)
+        } catch (err) {
+          this.log('warn', `DHT: get callback threw: ${(err as Error).message}`)
+        }
       }
     }
     for (const e of this.storage.get(k)) accept([e.value], e.source)
@@ -1021,7 +1094,10 @@ export class DhtNode extends EventEmitter {
         resolve([...found.values()].map((e) => e.v))
       }
       const onAbort = () => {
-        for (const { s, g } of gets) { g.done = true; s.gets.delete(g) }
+        for (const { s, g } of gets) {
+          g.done = true
+          s.gets.delete(g)
+        }
         reject(new DhtnetError('ABORTED', 'get aborted', { cause: opts.signal?.reason }))
       }
       opts.signal?.addEventListener('abort', onAbort, { once: true })
@@ -1032,7 +1108,9 @@ export class DhtNode extends EventEmitter {
           ...(opts.query ? { query: opts.query } : {}),
           start: Date.now(),
           onValues: (vals: DhtValue[], from: NodeRef) => accept(vals, from.host),
-          onDone: () => { if (--pending === 0) finish() },
+          onDone: () => {
+            if (--pending === 0) finish()
+          },
         }
         gets.push({ s, g })
         s.addGet(g)
@@ -1053,14 +1131,16 @@ export class DhtNode extends EventEmitter {
     const v = value as DhtValue
     const packed = packValue(v)
     if (packed.length > this.storage.limits.maxValueSize) {
-      throw new DhtnetError('VALUE_TOO_BIG', `value is ${packed.length} bytes packed, the limit is ${this.storage.limits.maxValueSize}`, { hint: 'store large data elsewhere and put a reference' })
+      throw new DhtnetError('VALUE_TOO_BIG', `value is ${packed.length} bytes packed, the limit is ${this.storage.limits.maxValueSize}`, {
+        hint: 'store large data elsewhere and put a reference',
+      })
     }
     const created = opts.created ?? Date.now()
     const permanent = !!opts.permanent
     const storedLocally = this.storeValue(k, v, created, undefined, permanent)
     const kh = k.toString('hex')
     let lp = this.localPuts.get(kh)
-    if (!lp) this.localPuts.set(kh, (lp = new Map()))
+    if (!lp) this.localPuts.set(kh, (lp = new Map<bigint, { value: DhtValue; permanent: boolean }>()))
     lp.set(v.id, { value: v, permanent })
     const fams = this.activeFamilies().filter((f) => this.tables[f].size > 0)
     if (fams.length === 0) return storedLocally
@@ -1074,7 +1154,11 @@ export class DhtNode extends EventEmitter {
       opts.signal?.addEventListener('abort', onAbort, { once: true })
       for (const f of fams) {
         this.searchFor(k, f)!.addPut({
-          value: v, packed, created, permanent, acks: 0,
+          value: v,
+          packed,
+          created,
+          permanent,
+          acks: 0,
           reannounceAt: created + reannounceDelay(this.expirationOf(v.type)),
           onDone: (n) => {
             total += n
@@ -1140,13 +1224,23 @@ export class DhtNode extends EventEmitter {
   private onListenUpdate(l: LocalListen, msg: ParsedMessage, from: NodeRef): void {
     if (l.cancelled) return
     if (msg.values.length) {
-      this.deliver(l, msg.values, msg.values.map((v) => packValue(v)), 0, true, from.host)
+      this.deliver(
+        l,
+        msg.values,
+        msg.values.map((v) => packValue(v)),
+        0,
+        true,
+        from.host,
+      )
     }
     if (msg.expired.length) {
       const gone: DhtValue[] = []
       for (const id of msg.expired) {
         const e = l.cache.get(id)
-        if (e) { l.cache.delete(id); gone.push(e.v) }
+        if (e) {
+          l.cache.delete(id)
+          gone.push(e.v)
+        }
       }
       if (gone.length) this.callListener(l, gone, true, from.host)
     }
@@ -1256,13 +1350,25 @@ export class DhtNode extends EventEmitter {
 function writeFields(w: MsgWriter, v: DhtValue, fields: number[]): void {
   for (const f of fields) {
     switch (f) {
-      case 1: w.uint(v.id); break
-      case 2: w.uint(v.type); break
-      case 3: if (v.owner && v.owner.length) w.bin(v.owner); else w.bin(Buffer.alloc(20)); break
-      case 4: w.uint(v.seq ?? 0); break
-      case 5: w.str(v.userType ?? ''); break
-      default: w.nil(); break
+      case 1:
+        w.uint(v.id)
+        break
+      case 2:
+        w.uint(v.type)
+        break
+      case 3:
+        if (v.owner && v.owner.length) w.bin(v.owner)
+        else w.bin(Buffer.alloc(20))
+        break
+      case 4:
+        w.uint(v.seq ?? 0)
+        break
+      case 5:
+        w.str(v.userType ?? '')
+        break
+      default:
+        w.nil()
+        break
     }
   }
 }
-

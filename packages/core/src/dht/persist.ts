@@ -27,7 +27,8 @@ export async function loadState(path: string): Promise<PersistedState | undefine
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw new DhtnetError('PERSIST_READ', `cannot read the DHT state file ${path}: ${(err as Error).message}`, {
-      cause: err, hint: 'check the file permissions, or remove the file to start afresh',
+      cause: err,
+      hint: 'check the file permissions, or remove the file to start afresh',
     })
   }
   try {
@@ -35,11 +36,23 @@ export async function loadState(path: string): Promise<PersistedState | undefine
     if (o.version !== 1 || typeof o.nodeId !== 'string' || !/^[0-9a-f]{40}$/.test(o.nodeId) || !Array.isArray(o.nodes)) {
       throw new Error('unexpected layout')
     }
-    const nodes = o.nodes.filter((n): n is PersistedNode =>
-      typeof n === 'object' && n !== null && typeof n.id === 'string' && /^[0-9a-f]{40}$/.test(n.id)
-      && typeof n.host === 'string' && Number.isInteger(n.port) && n.port > 0 && n.port < 65536).slice(0, 1024)
+    // whatever the file holds: each entry is checked
+    const nodes = (o.nodes as Array<Partial<PersistedNode> | null>)
+      .filter(
+        (n): n is PersistedNode =>
+          typeof n === 'object' &&
+          n !== null &&
+          typeof n.id === 'string' &&
+          /^[0-9a-f]{40}$/.test(n.id) &&
+          typeof n.host === 'string' &&
+          typeof n.port === 'number' &&
+          Number.isInteger(n.port) &&
+          n.port > 0 &&
+          n.port < 65536,
+      )
+      .slice(0, 1024)
     return { version: 1, nodeId: o.nodeId, savedAt: Number(o.savedAt) || 0, nodes }
-  } catch (err) {
+  } catch {
     // a corrupt cache is not fatal: the node starts with a fresh id and no known nodes
     return undefined
   }
@@ -54,7 +67,8 @@ export async function saveState(path: string, state: PersistedState): Promise<vo
   } catch (err) {
     await unlink(tmp).catch(() => {})
     throw new DhtnetError('PERSIST_WRITE', `cannot write the DHT state file ${path}: ${(err as Error).message}`, {
-      cause: err, hint: 'check that the directory exists and is writable',
+      cause: err,
+      hint: 'check that the directory exists and is writable',
     })
   }
 }

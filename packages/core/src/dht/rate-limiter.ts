@@ -46,7 +46,10 @@ export class RateLimiter {
   private calls = 0
   drops = 0
 
-  constructor(opts: RateLimitOptions = {}, private readonly now: () => number = Date.now) {
+  constructor(
+    opts: RateLimitOptions = {},
+    private readonly now: () => number = Date.now,
+  ) {
     this.perIp = opts.perIp ?? 1024
     this.overall = opts.overall ?? 8192
     this.maxTrackedIps = opts.maxTrackedIps ?? 65536

@@ -61,7 +61,11 @@ export class RoutingTable {
   /** called when a dubious node of a full bucket should be pinged */
   onPingNeeded: (n: RoutingNode) => void = () => {}
 
-  constructor(readonly myId: Buffer, readonly family: 4 | 6, private readonly now: () => number = Date.now) {
+  constructor(
+    readonly myId: Buffer,
+    readonly family: 4 | 6,
+    private readonly now: () => number = Date.now,
+  ) {
     this.kb = new KBucket<RoutingNode>({
       localNodeId: myId,
       numberOfNodesPerKBucket: BUCKET_SIZE,
@@ -72,8 +76,12 @@ export class RoutingTable {
     this.kb.on('ping', (old, candidate) => this.bucketFull(old, candidate))
     // `version`: contacts added or removed, and bucket splits (they change which buckets `closest` visits).
     // A split shows no event, so k-bucket's split step is wrapped; without it, every full-bucket event counts.
-    this.kb.on('added', () => { this.changes++ })
-    this.kb.on('removed', () => { this.changes++ })
+    this.kb.on('added', () => {
+      this.changes++
+    })
+    this.kb.on('removed', () => {
+      this.changes++
+    })
     const kbi = this.kb as unknown as { _split?: (...args: unknown[]) => unknown }
     const split = kbi._split
     if (typeof split === 'function') {
@@ -81,7 +89,10 @@ export class RoutingTable {
         this.changes++
         return split.apply(this.kb, args)
       }
-    } else this.kb.on('ping', () => { this.changes++ })
+    } else
+      this.kb.on('ping', () => {
+        this.changes++
+      })
   }
 
   get size(): number {
@@ -222,7 +233,15 @@ export class RoutingTable {
       right[depth >> 3]! |= 0x80 >> (depth & 7)
       // visit the side not holding our id first (the farther bucket)
       const ourBit = (this.myId[depth >> 3]! >> (7 - (depth & 7))) & 1
-      const sides: Array<[TreeNode | null, Buffer]> = ourBit ? [[node.left, prefix], [node.right, right]] : [[node.right, right], [node.left, prefix]]
+      const sides: Array<[TreeNode | null, Buffer]> = ourBit
+        ? [
+            [node.left, prefix],
+            [node.right, right],
+          ]
+        : [
+            [node.right, right],
+            [node.left, prefix],
+          ]
       for (const [child, p] of sides) if (child) walk(child, depth + 1, p)
     }
     walk((this.kb as unknown as { root: TreeNode }).root, 0, Buffer.alloc(HASH_LEN))

@@ -114,7 +114,11 @@ export class Search {
   expired = false
   lastActivity: number
 
-  constructor(readonly key: Buffer, readonly family: 4 | 6, private readonly host: SearchHost) {
+  constructor(
+    readonly key: Buffer,
+    readonly family: 4 | 6,
+    private readonly host: SearchHost,
+  ) {
     this.lastActivity = host.now()
     this.refill()
   }
@@ -150,7 +154,11 @@ export class Search {
     while (this.nodes.length > SEARCH_NODES) {
       // drop a bad node first, else the farthest one
       let j = -1
-      for (let k = this.nodes.length - 1; k >= 0; k--) if (this.nodes[k]!.bad && !this.nodes[k]!.inFlight) { j = k; break }
+      for (let k = this.nodes.length - 1; k >= 0; k--)
+        if (this.nodes[k]!.bad && !this.nodes[k]!.inFlight) {
+          j = k
+          break
+        }
       if (j < 0) j = this.nodes.length - 1
       this.nodes.splice(j, 1)
     }
@@ -266,6 +274,7 @@ export class Search {
       do {
         this.stepAgain = false
         this.doStep()
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- doStep() can call step() (stepAgain) and stop()
       } while (this.stepAgain && !this.stopped)
     } finally {
       this.stepping = false
@@ -338,40 +347,43 @@ export class Search {
       n.slow = true
       this.step()
     }, SLOW_AFTER_MS)
-    p.then((msg) => {
-      clearTimeout(slowTimer)
-      n.inFlight = false
-      n.slow = false
-      if (this.stopped) return
-      this.badInARow = 0
-      this.lastActivity = this.host.now()
-      if (!msg.token || msg.token.length === 0) {
-        // OpenDHT ignores the content of a reply without a token and blacklists the sender
-        n.bad = true
-        this.step()
-        return
-      }
-      n.token = msg.token
-      n.tokenTime = this.host.now()
-      if (isGet) n.lastGetReply = sentAt
-      for (const wn of this.host.replyNodes(msg, n)) this.insert(wn)
-      if (isGet && msg.values.length > 0) {
-        for (const g of [...this.gets]) {
-          if (g.start > sentAt + 1) continue
-          const vals = msg.values
-          if (vals.length) g.onValues(vals, n)
+    p.then(
+      (msg) => {
+        clearTimeout(slowTimer)
+        n.inFlight = false
+        n.slow = false
+        if (this.stopped) return
+        this.badInARow = 0
+        this.lastActivity = this.host.now()
+        if (!msg.token || msg.token.length === 0) {
+          // OpenDHT ignores the content of a reply without a token and blacklists the sender
+          n.bad = true
+          this.step()
+          return
         }
-      }
-      this.step()
-    }, () => {
-      clearTimeout(slowTimer)
-      n.inFlight = false
-      n.slow = false
-      if (this.stopped) return
-      n.bad = true
-      this.badInARow++
-      this.step()
-    })
+        n.token = msg.token
+        n.tokenTime = this.host.now()
+        if (isGet) n.lastGetReply = sentAt
+        for (const wn of this.host.replyNodes(msg, n)) this.insert(wn)
+        if (isGet && msg.values.length > 0) {
+          for (const g of [...this.gets]) {
+            if (g.start > sentAt + 1) continue
+            const vals = msg.values
+            if (vals.length) g.onValues(vals, n)
+          }
+        }
+        this.step()
+      },
+      () => {
+        clearTimeout(slowTimer)
+        n.inFlight = false
+        n.slow = false
+        if (this.stopped) return
+        n.bad = true
+        this.badInARow++
+        this.step()
+      },
+    )
   }
 
   /** One get query that serves every pending get: a common WHERE if all share it, else none (filter locally). */
@@ -380,7 +392,11 @@ export class Search {
     let first = true
     for (const g of this.gets) {
       const gq = g.query && g.query.where.length ? { select: [], where: g.query.where } : undefined
-      if (first) { q = gq; first = false; continue }
+      if (first) {
+        q = gq
+        first = false
+        continue
+      }
       if (JSON.stringify(q, big) !== JSON.stringify(gq, big)) return undefined
     }
     return q
@@ -395,46 +411,59 @@ export class Search {
       if (p.permanent) {
         // OpenDHT's probe: SELECT id,seq WHERE id=vid; refresh when the node already has this seq
         const probe = await this.host.sendGet(n, this.key, { select: [Field.Id, Field.SeqNum], where: [{ field: Field.Id, value: vid }] })
-        if (probe.token) { n.token = probe.token; n.tokenTime = this.host.now() }
-        const have = (probe.fields ?? []).some((r) => r.get(Field.Id) === vid && r.get(Field.SeqNum) === BigInt(p.value.seq ?? 0))
-          || probe.values.some((v) => v.id === vid && (v.seq ?? 0) === (p.value.seq ?? 0))
+        if (probe.token) {
+          n.token = probe.token
+          n.tokenTime = this.host.now()
+        }
+        const have =
+          (probe.fields ?? []).some((r) => r.get(Field.Id) === vid && r.get(Field.SeqNum) === BigInt(p.value.seq ?? 0)) ||
+          probe.values.some((v) => v.id === vid && (v.seq ?? 0) === (p.value.seq ?? 0))
         if (have) return this.host.sendRefresh(n, this.key, vid, n.token!)
       }
       return this.host.sendPut(n, this.key, p.packed, createdSec, n.token!)
     }
-    send().then(() => {
-      n.putInFlight.delete(vid)
-      if (this.stopped || this.puts.get(vid) !== p) return
-      n.acked.set(vid, this.host.now())
-      p.acks++
-      this.step()
-    }, () => {
-      n.putInFlight.delete(vid)
-      if (this.stopped) return
-      // a refused put (e.g. 401 after a token rotation) makes the node unsynced: it will be re-asked for a token
-      n.token = undefined
-      n.acked.delete(vid)
-      n.bad = true
-      this.badInARow++
-      this.step()
-    })
+    send().then(
+      () => {
+        n.putInFlight.delete(vid)
+        if (this.stopped || this.puts.get(vid) !== p) return
+        n.acked.set(vid, this.host.now())
+        p.acks++
+        this.step()
+      },
+      () => {
+        n.putInFlight.delete(vid)
+        if (this.stopped) return
+        // a refused put (e.g. 401 after a token rotation) makes the node unsynced: it will be re-asked for a token
+        n.token = undefined
+        n.acked.delete(vid)
+        n.bad = true
+        this.badInARow++
+        this.step()
+      },
+    )
   }
 
   private sendListen(n: SearchNode, l: SearchListen): void {
     n.listenInFlight.add(l.sid)
-    this.host.sendListen(n, this.key, n.token!, l.sid, l.query).then((msg) => {
-      n.listenInFlight.delete(l.sid)
-      if (this.stopped) return
-      if (msg.token && msg.token.length) { n.token = msg.token; n.tokenTime = this.host.now() }
-      n.listened.set(l.sid, this.host.now())
-    }, () => {
-      n.listenInFlight.delete(l.sid)
-      if (this.stopped) return
-      n.token = undefined
-      n.bad = true
-      this.badInARow++
-      this.step()
-    })
+    this.host.sendListen(n, this.key, n.token!, l.sid, l.query).then(
+      (msg) => {
+        n.listenInFlight.delete(l.sid)
+        if (this.stopped) return
+        if (msg.token && msg.token.length) {
+          n.token = msg.token
+          n.tokenTime = this.host.now()
+        }
+        n.listened.set(l.sid, this.host.now())
+      },
+      () => {
+        n.listenInFlight.delete(l.sid)
+        if (this.stopped) return
+        n.token = undefined
+        n.bad = true
+        this.badInARow++
+        this.step()
+      },
+    )
   }
 }
 

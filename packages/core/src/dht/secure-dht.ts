@@ -15,18 +15,7 @@ import { X509Certificate, type KeyObject } from 'node:crypto'
 import { DhtnetError, throwIfAborted } from '../errors.js'
 import type { Identity } from '../identity/types.js'
 import { parsePeerId } from '../identity/ids.js'
-import {
-  certificateLocations,
-  certificateValue,
-  certificatesFromValue,
-  checkValueSignature,
-  encryptValue,
-  keyId,
-  longKeyId,
-  publicKeyDer,
-  sha1,
-  signValue,
-} from './crypto.js'
+import { certificateLocations, certificateValue, certificatesFromValue, checkValueSignature, encryptValue, keyId, longKeyId, publicKeyDer, sha1, signValue } from './crypto.js'
 import { PublicKeyCache } from './key-cache.js'
 import { DecryptScheduler, type DecryptLane, type DecryptLimits, type DecryptOutcome } from './decrypt-queue.js'
 import { RateLimiter, type RateLimitOptions } from './rate-limiter.js'
@@ -174,7 +163,7 @@ export class SecureDht {
     const { keyIdKey, longIdKey } = certificateLocations(this.identity.publicKeyDer)
     const put = (key: Buffer) =>
       this.dht.put(key, value, { permanent: true, signal: this.closing.signal }).catch((err: unknown) => {
-        this.log('warn', `publishing our certificate at ${key.toString('hex')} failed: ${String((err as Error)?.message ?? err)}`)
+        this.log('warn', `publishing our certificate at ${key.toString('hex')} failed: ${String((err as Error | undefined)?.message ?? err)}`)
         return false
       })
     const [a, b] = await Promise.all([put(keyIdKey), put(longIdKey)])
@@ -264,7 +253,9 @@ export class SecureDht {
     const sources = new Map<DhtValue, string | undefined>()
     const values = await this.dht.get(toDhtKey(key), {
       signal,
-      onValues: (vals, from) => { for (const v of vals) if (!sources.has(v)) sources.set(v, from) },
+      onValues: (vals, from) => {
+        for (const v of vals) if (!sources.has(v)) sources.set(v, from)
+      },
     })
     const lane = this.decrypts.lane()
     const onAbort = () => this.decrypts.closeLane(lane)
@@ -289,11 +280,7 @@ export class SecureDht {
    * at once, decrypted ones as their decryption ends (in a worker, within this listen's budget). Expiry notices
    * for encrypted values are passed on only for values this SecureDht decrypted (no decryption for them).
    */
-  listen(
-    key: DhtKey,
-    cb: (values: DhtValue[], expired: boolean) => void,
-    options: { filter?: (v: DhtValue) => boolean } = {},
-  ): { cancel(): void } {
+  listen(key: DhtKey, cb: (values: DhtValue[], expired: boolean) => void, options: { filter?: (v: DhtValue) => boolean } = {}): { cancel(): void } {
     const lane = this.decrypts.lane()
     const hand = (values: DhtValue[], expired: boolean) => {
       if (lane.closed || values.length === 0) return
@@ -345,11 +332,7 @@ export class SecureDht {
    * Sign and put (OpenDHT `putSigned`): looks up the same value id at `key` first and bumps `seq` above any version
    * signed by us, so storage nodes accept the edit. Resolves with the put outcome; the signed value is returned too.
    */
-  async putSigned(
-    key: DhtKey,
-    value: NewDhtValue,
-    options: { permanent?: boolean; signal?: AbortSignal } = {},
-  ): Promise<{ ok: boolean; value: DhtValue }> {
+  async putSigned(key: DhtKey, value: NewDhtValue, options: { permanent?: boolean; signal?: AbortSignal } = {}): Promise<{ ok: boolean; value: DhtValue }> {
     const signal = this.withClosing(options.signal)
     const k = toDhtKey(key)
     const v = completeValue(value)
@@ -493,6 +476,6 @@ export class SecureDht {
 }
 
 function completeValue(v: NewDhtValue): DhtValue {
-  const out = { ...v, id: v.id !== undefined && v.id !== 0n ? v.id : randomValueId(), type: v.type ?? ValueType.USER_DATA } as DhtValue
+  const out = { ...v, id: v.id !== undefined && v.id !== 0n ? v.id : randomValueId(), type: v.type ?? ValueType.USER_DATA }
   return out
 }

@@ -67,7 +67,10 @@ export interface StorageOptions {
 
 export type StoreOutcome =
   | { stored: true; kind: 'new' | 'edit' | 'refresh'; entry: StoredValue; evicted: Array<{ key: string; entry: StoredValue }> }
-  | { stored: false; reason: 'too-big' | 'too-many-values' | 'ip-quota' | 'total-quota' | 'too-many-keys' | 'edit-refused' | 'bad-signature' | 'rejected-key' | 'verify-budget' | 'expired' }
+  | {
+      stored: false
+      reason: 'too-big' | 'too-many-values' | 'ip-quota' | 'total-quota' | 'too-many-keys' | 'edit-refused' | 'bad-signature' | 'rejected-key' | 'verify-budget' | 'expired'
+    }
 
 function hex(b: Buffer): string {
   return b.toString('hex')
@@ -77,16 +80,25 @@ function hex(b: Buffer): string {
 export function matchesWhere(v: DhtValue, where: FieldFilter[]): boolean {
   for (const f of where) {
     switch (f.field) {
-      case Field.Id: if (v.id !== f.value) return false; break
-      case Field.ValueType: if (BigInt(v.type) !== f.value) return false; break
-      case Field.SeqNum: if (BigInt(v.seq ?? 0) !== f.value) return false; break
+      case Field.Id:
+        if (v.id !== f.value) return false
+        break
+      case Field.ValueType:
+        if (BigInt(v.type) !== f.value) return false
+        break
+      case Field.SeqNum:
+        if (BigInt(v.seq ?? 0) !== f.value) return false
+        break
       case Field.OwnerPk: {
         const kid = ownerKeyId(v)
         if (!kid || !kid.equals(f.value as Buffer)) return false
         break
       }
-      case Field.UserType: if (!Buffer.from(v.userType ?? '').equals(f.value as Buffer)) return false; break
-      default: return false
+      case Field.UserType:
+        if (!Buffer.from(v.userType ?? '').equals(f.value as Buffer)) return false
+        break
+      default:
+        return false
     }
   }
   return true
@@ -100,9 +112,21 @@ export class Storage {
   private readonly keys = new Map<string, Map<bigint, Entry>>()
   private readonly ips = new Map<string, IpRecord>()
   /** every value, soonest expiration first */
-  private readonly byExpiration = new IndexedHeap<Entry>((a, b) => a.expiration < b.expiration, (e, i) => { e.expPos = i }, (e) => e.expPos)
+  private readonly byExpiration = new IndexedHeap<Entry>(
+    (a, b) => a.expiration < b.expiration,
+    (e, i) => {
+      e.expPos = i
+    },
+    (e) => e.expPos,
+  )
   /** source IPs, largest first */
-  private readonly byIpBytes = new IndexedHeap<IpRecord>((a, b) => a.bytes > b.bytes, (r, i) => { r.pos = i }, (r) => r.pos)
+  private readonly byIpBytes = new IndexedHeap<IpRecord>(
+    (a, b) => a.bytes > b.bytes,
+    (r, i) => {
+      r.pos = i
+    },
+    (r) => r.pos,
+  )
   private totalRemote = 0
   private totalLocal = 0
   private count = 0
@@ -119,7 +143,11 @@ export class Storage {
   /** signed values whose signature did not verify */
   badSignatures = 0
 
-  constructor(limits: StorageLimits = {}, private readonly expirationOf: (type: number) => number = valueTypeExpirationMs, opts: StorageOptions = {}) {
+  constructor(
+    limits: StorageLimits = {},
+    private readonly expirationOf: (type: number) => number = valueTypeExpirationMs,
+    opts: StorageOptions = {},
+  ) {
     this.limits = {
       maxValueSize: limits.maxValueSize ?? 64 * 1024,
       maxValuesPerKey: limits.maxValuesPerKey ?? 65536,
@@ -229,8 +257,15 @@ export class Storage {
       this.keys.set(k, m)
     }
     const entry: Entry = {
-      value, packed: bytes, created, expiration, permanent: permanent && source === undefined,
-      key: k, seq: this.seq++, expPos: -1, agePos: -1,
+      value,
+      packed: bytes,
+      created,
+      expiration,
+      permanent: permanent && source === undefined,
+      key: k,
+      seq: this.seq++,
+      expPos: -1,
+      agePos: -1,
     }
     if (source !== undefined) entry.source = source
     m.set(value.id, entry)
@@ -254,7 +289,18 @@ export class Storage {
     this.totalRemote += n
     let r = this.ips.get(e.source)
     if (!r) {
-      r = { ip: e.source, bytes: 0, pos: -1, byAge: new IndexedHeap<Entry>((a, b) => a.created < b.created || (a.created === b.created && a.seq < b.seq), (x, i) => { x.agePos = i }, (x) => x.agePos) }
+      r = {
+        ip: e.source,
+        bytes: 0,
+        pos: -1,
+        byAge: new IndexedHeap<Entry>(
+          (a, b) => a.created < b.created || (a.created === b.created && a.seq < b.seq),
+          (x, i) => {
+            x.agePos = i
+          },
+          (x) => x.agePos,
+        ),
+      }
       this.ips.set(e.source, r)
       this.byIpBytes.push(r)
     }

@@ -18,8 +18,11 @@ export class TokenManager {
   private readonly cache = new Map<string, Map<number, Buffer>>()
   private cached = 0
 
-  constructor(private readonly now: () => number = Date.now, private readonly rotateMinMs = 15 * MIN,
-    private readonly rotateMaxMs = 45 * MIN) {
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly rotateMinMs = 15 * MIN,
+    private readonly rotateMaxMs = 45 * MIN,
+  ) {
     this.nextRotation = now() + this.rotationDelay()
   }
 
@@ -65,7 +68,7 @@ export class TokenManager {
         this.cached = 0
         ports = undefined
       }
-      if (!ports) this.cache.set(host, (ports = new Map()))
+      if (!ports) this.cache.set(host, (ports = new Map<number, Buffer>()))
       ports.set(port, t)
       this.cached++
     }
@@ -75,7 +78,6 @@ export class TokenManager {
   check(token: Buffer | undefined, host: string, port: number): boolean {
     if (!token || token.length !== TOKEN_SIZE) return false
     this.maybeRotate()
-    return timingSafeEqual(token, this.current(host, port))
-      || timingSafeEqual(token, this.compute(this.oldSecret, host, port))
+    return timingSafeEqual(token, this.current(host, port)) || timingSafeEqual(token, this.compute(this.oldSecret, host, port))
   }
 }

@@ -21,7 +21,10 @@ export interface PendingRequest {
 }
 
 export class RemoteError extends DhtnetError {
-  constructor(readonly remoteCode: number, message: string) {
+  constructor(
+    readonly remoteCode: number,
+    message: string,
+  ) {
     super('DHT_REMOTE_ERROR', `remote node answered error ${remoteCode}: ${message}`)
   }
 }
@@ -38,8 +41,11 @@ export class Transactions {
   private readonly firstWaitMs: number
   private closed = false
 
-  constructor(private readonly send: (r: PendingRequest) => void, opts: TransactionOptions = {},
-    private readonly onTimeout: (r: PendingRequest) => void = () => {}) {
+  constructor(
+    private readonly send: (r: PendingRequest) => void,
+    opts: TransactionOptions = {},
+    private readonly onTimeout: (r: PendingRequest) => void = () => {},
+  ) {
     this.maxAttempts = opts.maxAttempts ?? 3
     this.firstWaitMs = opts.firstWaitMs ?? 500
   }

@@ -152,9 +152,7 @@ export function packValue(v: DhtValue): Buffer {
   checkEncodable(v)
   const hasPrio = v.priority !== undefined && v.priority !== 0
   const hasPushType = v.pushType !== undefined && v.pushType.length > 0
-  const w = new MsgpackWriter(
-    96 + (v.data?.length ?? 0) + (v.owner?.length ?? 0) + (v.signature?.length ?? 0) + (v.cypher?.length ?? 0),
-  )
+  const w = new MsgpackWriter(96 + (v.data?.length ?? 0) + (v.owner?.length ?? 0) + (v.signature?.length ?? 0) + (v.cypher?.length ?? 0))
   w.map(2 + (hasPrio ? 1 : 0) + (hasPushType ? 1 : 0))
   w.str('id').uint(v.id)
   w.str('dat')
@@ -173,11 +171,21 @@ export function valueFieldValues(v: DhtValue, fields: Iterable<number>): Array<b
   const out: Array<bigint | number | Buffer | string> = []
   for (const f of [...new Set(fields)].sort((a, b) => a - b)) {
     switch (f) {
-      case ValueField.ID: out.push(v.id); break
-      case ValueField.VALUE_TYPE: out.push(v.type); break
-      case ValueField.OWNER_PK: out.push(v.owner && v.owner.length > 0 ? v.owner : Buffer.alloc(20)); break
-      case ValueField.SEQ_NUM: out.push(v.seq ?? 0); break
-      case ValueField.USER_TYPE: out.push(v.userType ?? ''); break
+      case ValueField.ID:
+        out.push(v.id)
+        break
+      case ValueField.VALUE_TYPE:
+        out.push(v.type)
+        break
+      case ValueField.OWNER_PK:
+        out.push(v.owner && v.owner.length > 0 ? v.owner : Buffer.alloc(20))
+        break
+      case ValueField.SEQ_NUM:
+        out.push(v.seq ?? 0)
+        break
+      case ValueField.USER_TYPE:
+        out.push(v.userType ?? '')
+        break
     }
   }
   return out
@@ -221,7 +229,9 @@ function asBlob(x: unknown, what: string): Buffer {
   if (typeof x === 'string') return Buffer.from(x, 'utf8')
   if (Array.isArray(x)) {
     const out = Buffer.alloc(x.length)
-    x.forEach((b, i) => { out[i] = Number(asUint(b, 0xffn, `${what}[${i}]`)) })
+    x.forEach((b, i) => {
+      out[i] = Number(asUint(b, 0xffn, `${what}[${i}]`))
+    })
     return out
   }
   throw badValue(`${what} is not binary`)

@@ -32,21 +32,30 @@ export const ERR_NON_AUTHORITATIVE = 203
 export const ERR_UNAUTHORIZED = 401
 export const ERR_NOT_FOUND = 404
 
-export type MessageKind =
-  | 'error' | 'reply' | 'fragment' | 'valueUpdate'
-  | 'ping' | 'find' | 'get' | 'listen' | 'put' | 'refresh' | 'update'
+export type MessageKind = 'error' | 'reply' | 'fragment' | 'valueUpdate' | 'ping' | 'find' | 'get' | 'listen' | 'put' | 'refresh' | 'update'
 
 /** Value fields usable in queries (Value::Field). */
 export const Field = { Id: 1, ValueType: 2, OwnerPk: 3, SeqNum: 4, UserType: 5 } as const
 
-export interface FieldFilter { field: number; value: bigint | Buffer }
+export interface FieldFilter {
+  field: number
+  value: bigint | Buffer
+}
 /** `SELECT fields WHERE filters`; empty select means whole values. */
-export interface Query { select: number[]; where: FieldFilter[] }
+export interface Query {
+  select: number[]
+  where: FieldFilter[]
+}
 
 /** One value's selected fields from a `fileds` reply, keyed by field code. */
 export type FieldRow = Map<number, bigint | Buffer | string>
 
-export interface WireNode { id: Buffer; host: string; port: number; family: 4 | 6 }
+export interface WireNode {
+  id: Buffer
+  host: string
+  port: number
+  family: 4 | 6
+}
 
 export interface ParsedMessage {
   kind: MessageKind
@@ -93,7 +102,7 @@ function fail(msg: string): never {
   throw new WireError(msg)
 }
 
-const unpackr = new Unpackr({ int64AsType: 'bigint', mapsAsObjects: true, useRecords: false } as ConstructorParameters<typeof Unpackr>[0])
+const unpackr = new Unpackr({ int64AsType: 'bigint', mapsAsObjects: true, useRecords: false })
 
 type Obj = Record<string, unknown>
 function isMap(x: unknown): x is Obj {
@@ -165,13 +174,19 @@ export function parseQuery(x: unknown): Query {
       const field = asUint(get(fv, 'f'), 'q.w.f', 255)
       const v = get(fv, 'v')
       switch (field) {
-        case Field.Id: case Field.ValueType: case Field.SeqNum:
-          q.where.push({ field, value: asU64(v, 'q.w.v') }); break
+        case Field.Id:
+        case Field.ValueType:
+        case Field.SeqNum:
+          q.where.push({ field, value: asU64(v, 'q.w.v') })
+          break
         case Field.OwnerPk:
-          q.where.push({ field, value: asHash(v, 'q.w.v') }); break
+          q.where.push({ field, value: asHash(v, 'q.w.v') })
+          break
         case Field.UserType:
-          q.where.push({ field, value: typeof v === 'string' ? Buffer.from(v) : asBin(v, 'q.w.v') }); break
-        default: fail('q.w: unknown field')
+          q.where.push({ field, value: typeof v === 'string' ? Buffer.from(v) : asBin(v, 'q.w.v') })
+          break
+        default:
+          fail('q.w: unknown field')
       }
     }
   }
@@ -192,7 +207,7 @@ function parseFields(x: unknown): FieldRow[] {
     try {
       const row: FieldRow = new Map()
       fields.forEach((field, j) => {
-        const e = v[i * fields.length + j]
+        const e: unknown = v[i * fields.length + j]
         if (field === Field.Id || field === Field.ValueType || field === Field.SeqNum) row.set(field, asU64(e, 'field'))
         else if (field === Field.OwnerPk) row.set(field, asBin(e, 'field'))
         else if (field === Field.UserType) row.set(field, typeof e === 'string' ? e : asBin(e, 'field').toString())
@@ -213,10 +228,23 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
   const root: unknown = unpackr.unpack(buf)
   if (!isMap(root)) fail('message is not a map')
   const msg: ParsedMessage = {
-    kind: 'ping', tid: 0, network: 0, isClient: false, values: [], valueSizes: new Map(),
-    expired: [], refreshed: [], want: -1, version: 0,
+    kind: 'ping',
+    tid: 0,
+    network: 0,
+    isClient: false,
+    values: [],
+    valueSizes: new Map(),
+    expired: [],
+    refreshed: [],
+    want: -1,
+    version: 0,
   }
-  const y = get(root, 'y'), r = get(root, 'r'), u = get(root, 'u'), e = get(root, 'e'), p = get(root, 'p'), a = get(root, 'a')
+  const y = get(root, 'y'),
+    r = get(root, 'r'),
+    u = get(root, 'u'),
+    e = get(root, 'e'),
+    p = get(root, 'p'),
+    a = get(root, 'a')
   const t = get(root, 't')
   if (t !== undefined) msg.tid = asTid(t, 't')
   const ua = get(root, 'v')
@@ -235,9 +263,17 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
   else if (y !== undefined && y !== 'q') fail('y: not a query')
   else {
     switch (qname) {
-      case 'ping': case 'find': case 'get': case 'listen': case 'put': case 'refresh': case 'update':
-        msg.kind = qname; break
-      default: fail(`unknown query ${JSON.stringify(qname).slice(0, 40)}`)
+      case 'ping':
+      case 'find':
+      case 'get':
+      case 'listen':
+      case 'put':
+      case 'refresh':
+      case 'update':
+        msg.kind = qname
+        break
+      default:
+        fail(`unknown query ${JSON.stringify(qname).slice(0, 40)}`)
     }
   }
 
@@ -248,7 +284,8 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
       if (!/^\d{1,5}$/.test(key)) fail('p: bad index')
       const part = p[key]
       if (!isMap(part)) continue
-      const o = get(part, 'o'), d = get(part, 'd')
+      const o = get(part, 'o'),
+        d = get(part, 'd')
       if (o === undefined || d === undefined) continue
       msg.fragments.set(Number(key), { offset: asUint(o, 'p.o'), data: asBin(d, 'p.d') })
     }
@@ -268,17 +305,44 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
   for (const key of Object.keys(req)) {
     const val = req[key]
     switch (key) {
-      case 'sid': msg.socketId = asTid(val, 'sid'); break
-      case 'id': msg.id = asHash(val, 'id'); break
-      case 'h': msg.infoHash = asHash(val, 'h'); break
-      case 'target': msg.target = asHash(val, 'target'); break
-      case 'q': msg.query = parseQuery(val); break
-      case 'token': msg.token = asBin(val, 'token'); if (msg.token.length > 64) fail('token too long'); break
-      case 'vid': msg.valueId = asU64(val, 'vid'); break
-      case 'n4': msg.nodes4 = asBin(val, 'n4'); if (msg.nodes4.length % NODE4_LEN) fail('n4: bad length'); break
-      case 'n6': msg.nodes6 = asBin(val, 'n6'); if (msg.nodes6.length % NODE6_LEN) fail('n6: bad length'); break
-      case 'sa': { const b = asBin(val, 'sa'); if (b.length === 4 || b.length === 16) msg.sa = b; break }
-      case 'c': msg.created = asInt(val, 'c'); break
+      case 'sid':
+        msg.socketId = asTid(val, 'sid')
+        break
+      case 'id':
+        msg.id = asHash(val, 'id')
+        break
+      case 'h':
+        msg.infoHash = asHash(val, 'h')
+        break
+      case 'target':
+        msg.target = asHash(val, 'target')
+        break
+      case 'q':
+        msg.query = parseQuery(val)
+        break
+      case 'token':
+        msg.token = asBin(val, 'token')
+        if (msg.token.length > 64) fail('token too long')
+        break
+      case 'vid':
+        msg.valueId = asU64(val, 'vid')
+        break
+      case 'n4':
+        msg.nodes4 = asBin(val, 'n4')
+        if (msg.nodes4.length % NODE4_LEN) fail('n4: bad length')
+        break
+      case 'n6':
+        msg.nodes6 = asBin(val, 'n6')
+        if (msg.nodes6.length % NODE6_LEN) fail('n6: bad length')
+        break
+      case 'sa': {
+        const b = asBin(val, 'sa')
+        if (b.length === 4 || b.length === 16) msg.sa = b
+        break
+      }
+      case 'c':
+        msg.created = asInt(val, 'c')
+        break
       case 'values': {
         if (!Array.isArray(val)) fail('values: not an array')
         if (val.length > 65536) fail('values: too many')
@@ -297,9 +361,15 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
         })
         break
       }
-      case 'exp': msg.expired = asU64Array(val, 'exp'); break
-      case 're': msg.refreshed = asU64Array(val, 're'); break
-      case 'fileds': msg.fields = parseFields(val); break
+      case 'exp':
+        msg.expired = asU64Array(val, 'exp')
+        break
+      case 're':
+        msg.refreshed = asU64Array(val, 're')
+        break
+      case 'fileds':
+        msg.fields = parseFields(val)
+        break
       case 'w': {
         if (!Array.isArray(val)) fail('w: not an array')
         msg.want = 0
@@ -309,8 +379,11 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
         }
         break
       }
-      case 've': msg.version = asInt(val, 've'); break
-      default: break
+      case 've':
+        msg.version = asInt(val, 've')
+        break
+      default:
+        break
     }
   }
   return msg
@@ -329,10 +402,24 @@ export function decodeMessage(buf: Buffer): ParsedMessage {
 const QUERY_KINDS: ReadonlySet<string> = new Set(['ping', 'find', 'get', 'listen', 'put', 'refresh', 'update'])
 
 // root keys the fast path knows, as bits (a second occurrence makes it give up), and their names in bit order
-const R_A = 1, R_R = 2, R_T = 4, R_V = 8, R_N = 16, R_S = 32, R_Q = 64, R_Y = 128
+const R_A = 1,
+  R_R = 2,
+  R_T = 4,
+  R_V = 8,
+  R_N = 16,
+  R_S = 32,
+  R_Q = 64,
+  R_Y = 128
 const ROOT_KEYS = ['a', 'r', 't', 'v', 'n', 's', 'q', 'y'].map((k) => Buffer.from(k))
 // body keys
-const B_ID = 1, B_H = 2, B_TARGET = 4, B_TOKEN = 8, B_N4 = 16, B_N6 = 32, B_SA = 64, B_W = 128
+const B_ID = 1,
+  B_H = 2,
+  B_TARGET = 4,
+  B_TOKEN = 8,
+  B_N4 = 16,
+  B_N6 = 32,
+  B_SA = 64,
+  B_W = 128
 const BODY_KEYS = ['id', 'h', 'target', 'token', 'n4', 'n6', 'sa', 'w'].map((k) => Buffer.from(k))
 
 /** Cursor over one datagram; every reader returns undefined (or -1) on an encoding it does not take. */
@@ -364,10 +451,22 @@ class SimpleReader {
     const p = this.pos
     const h = buf[p]
     if (h === undefined) return -1
-    if (h <= 0x7f) { this.pos = p + 1; return h }
-    if (h === 0xcc && p + 2 <= buf.length) { this.pos = p + 2; return buf[p + 1]! }
-    if (h === 0xcd && p + 3 <= buf.length) { this.pos = p + 3; return (buf[p + 1]! << 8) | buf[p + 2]! }
-    if (h === 0xce && p + 5 <= buf.length) { this.pos = p + 5; return buf.readUInt32BE(p + 1) }
+    if (h <= 0x7f) {
+      this.pos = p + 1
+      return h
+    }
+    if (h === 0xcc && p + 2 <= buf.length) {
+      this.pos = p + 2
+      return buf[p + 1]!
+    }
+    if (h === 0xcd && p + 3 <= buf.length) {
+      this.pos = p + 3
+      return (buf[p + 1]! << 8) | buf[p + 2]!
+    }
+    if (h === 0xce && p + 5 <= buf.length) {
+      this.pos = p + 5
+      return buf.readUInt32BE(p + 1)
+    }
     return -1
   }
 
@@ -377,9 +476,13 @@ class SimpleReader {
     const p = this.pos
     const h = buf[p]
     let len: number, start: number
-    if (h === 0xc4 && p + 2 <= buf.length) { len = buf[p + 1]!; start = p + 2 }
-    else if (h === 0xc5 && p + 3 <= buf.length) { len = (buf[p + 1]! << 8) | buf[p + 2]!; start = p + 3 }
-    else return undefined
+    if (h === 0xc4 && p + 2 <= buf.length) {
+      len = buf[p + 1]!
+      start = p + 2
+    } else if (h === 0xc5 && p + 3 <= buf.length) {
+      len = (buf[p + 1]! << 8) | buf[p + 2]!
+      start = p + 3
+    } else return undefined
     if (start + len > buf.length) return undefined
     this.pos = start + len
     return buf.subarray(start, start + len)
@@ -420,7 +523,9 @@ function decodeSimple(buf: Buffer): ParsedMessage | undefined {
   const rootLen = rd.fixmap()
   if (rootLen < 0) return undefined
   let seen = 0
-  let tid = 0, network = 0, isClient = false
+  let tid = 0,
+    network = 0,
+    isClient = false
   let ua: string | undefined, qname: string | undefined, y: string | undefined
   let bodyStart = -1
   let bodyKey = 0
@@ -431,7 +536,8 @@ function decodeSimple(buf: Buffer): ParsedMessage | undefined {
     if (seen & bit) return undefined
     seen |= bit
     switch (bit) {
-      case R_A: case R_R: {
+      case R_A:
+      case R_R: {
         // the body is read once the root is known (skip it now: it is a fixmap of known keys, read twice is cheap)
         if (bodyStart >= 0) return undefined
         bodyStart = rd.pos
@@ -448,8 +554,12 @@ function decodeSimple(buf: Buffer): ParsedMessage | undefined {
         } else if ((tid = rd.uint()) < 0) return undefined
         break
       }
-      case R_V: if ((ua = rd.asciiStr()) === undefined) return undefined; break
-      case R_N: if ((network = rd.uint()) < 0) return undefined; break
+      case R_V:
+        if ((ua = rd.asciiStr()) === undefined) return undefined
+        break
+      case R_N:
+        if ((network = rd.uint()) < 0) return undefined
+        break
       case R_S: {
         const b = buf[rd.pos]
         if (b !== 0xc2 && b !== 0xc3) return undefined
@@ -457,8 +567,12 @@ function decodeSimple(buf: Buffer): ParsedMessage | undefined {
         rd.pos++
         break
       }
-      case R_Q: if ((qname = rd.asciiStr()) === undefined) return undefined; break
-      case R_Y: if ((y = rd.asciiStr()) === undefined) return undefined; break
+      case R_Q:
+        if ((qname = rd.asciiStr()) === undefined) return undefined
+        break
+      case R_Y:
+        if ((y = rd.asciiStr()) === undefined) return undefined
+        break
     }
   }
   if (rd.pos !== buf.length || bodyStart < 0) return undefined
@@ -469,8 +583,16 @@ function decodeSimple(buf: Buffer): ParsedMessage | undefined {
   else return undefined
 
   const msg: ParsedMessage = {
-    kind: 'ping', tid: 0, network: 0, isClient: false, values: [], valueSizes: new Map(),
-    expired: [], refreshed: [], want: -1, version: 0,
+    kind: 'ping',
+    tid: 0,
+    network: 0,
+    isClient: false,
+    values: [],
+    valueSizes: new Map(),
+    expired: [],
+    refreshed: [],
+    want: -1,
+    version: 0,
   }
   msg.tid = tid
   if (ua !== undefined) msg.ua = ua
@@ -504,13 +626,33 @@ function decodeSimple(buf: Buffer): ParsedMessage | undefined {
     const b = rd.bin()
     if (!b) return undefined
     switch (bit) {
-      case B_ID: if (b.length !== HASH_LEN) return undefined; msg.id = b; break
-      case B_H: if (b.length !== HASH_LEN) return undefined; msg.infoHash = b; break
-      case B_TARGET: if (b.length !== HASH_LEN) return undefined; msg.target = b; break
-      case B_TOKEN: if (b.length > 64) return undefined; msg.token = b; break
-      case B_N4: if (b.length % NODE4_LEN) return undefined; msg.nodes4 = b; break
-      case B_N6: if (b.length % NODE6_LEN) return undefined; msg.nodes6 = b; break
-      case B_SA: if (b.length === 4 || b.length === 16) msg.sa = b; break
+      case B_ID:
+        if (b.length !== HASH_LEN) return undefined
+        msg.id = b
+        break
+      case B_H:
+        if (b.length !== HASH_LEN) return undefined
+        msg.infoHash = b
+        break
+      case B_TARGET:
+        if (b.length !== HASH_LEN) return undefined
+        msg.target = b
+        break
+      case B_TOKEN:
+        if (b.length > 64) return undefined
+        msg.token = b
+        break
+      case B_N4:
+        if (b.length % NODE4_LEN) return undefined
+        msg.nodes4 = b
+        break
+      case B_N6:
+        if (b.length % NODE6_LEN) return undefined
+        msg.nodes6 = b
+        break
+      case B_SA:
+        if (b.length === 4 || b.length === 16) msg.sa = b
+        break
     }
   }
   return msg
@@ -523,7 +665,8 @@ function skipBody(rd: SimpleReader): boolean {
   for (let i = 0; i < n; i++) {
     const ki = rd.key(BODY_KEYS)
     if (ki === -2) return false
-    if (ki === 7) { // w
+    if (ki === 7) {
+      // w
       const h = rd.buf[rd.pos]
       if (h === undefined || (h & 0xf0) !== 0x90) return false
       rd.pos++
@@ -588,12 +731,19 @@ export function bytesToIp(b: Uint8Array): string {
   const groups: string[] = []
   for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16))
   // compress the longest run of zeros
-  let best = -1, bestLen = 0
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') { i++; continue }
+  let best = -1,
+    bestLen = 0
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== '0') {
+      i++
+      continue
+    }
     let j = i
     while (j < 8 && groups[j] === '0') j++
-    if (j - i > bestLen) { best = i; bestLen = j - i }
+    if (j - i > bestLen) {
+      best = i
+      bestLen = j - i
+    }
     i = j
   }
   if (bestLen < 2) return groups.join(':')
@@ -748,7 +898,12 @@ export class WireEncoder {
 
   find(tid: number, target: Buffer, want: number): Buffer {
     const w = new MsgWriter(128).map(5 + this.extra())
-    w.str('a').map(2 + (want > 0 ? 1 : 0)).str('id').bin(this.cfg.myId).str('target').bin(target)
+    w.str('a')
+      .map(2 + (want > 0 ? 1 : 0))
+      .str('id')
+      .bin(this.cfg.myId)
+      .str('target')
+      .bin(target)
     if (want > 0) this.writeWant(w, want)
     return this.queryTail(w, 'find', tid)
   }
@@ -756,15 +911,27 @@ export class WireEncoder {
   get(tid: number, key: Buffer, query: Query | undefined, want: number): Buffer {
     const sendQuery = query !== undefined && (query.select.length > 0 || query.where.length > 0)
     const w = new MsgWriter(160).map(5 + this.extra())
-    w.str('a').map(2 + (sendQuery ? 1 : 0) + (want > 0 ? 1 : 0)).str('id').bin(this.cfg.myId).str('h').bin(key)
-    if (sendQuery) writeQuery(w, query!)
+    w.str('a')
+      .map(2 + (sendQuery ? 1 : 0) + (want > 0 ? 1 : 0))
+      .str('id')
+      .bin(this.cfg.myId)
+      .str('h')
+      .bin(key)
+    if (sendQuery) writeQuery(w, query)
     if (want > 0) this.writeWant(w, want)
     return this.queryTail(w, 'get', tid)
   }
 
   /** Reply to find/get (and the legacy listen push, with tid = socket id). */
-  nodesValues(tid: number, sa: Buffer, n4: Buffer, n6: Buffer, token: Buffer | undefined,
-    packedValues: Buffer[] | undefined, fieldRows?: { fields: number[]; values: ((w: MsgWriter) => void)[] }): Outgoing {
+  nodesValues(
+    tid: number,
+    sa: Buffer,
+    n4: Buffer,
+    n6: Buffer,
+    token: Buffer | undefined,
+    packedValues: Buffer[] | undefined,
+    fieldRows?: { fields: number[]; values: ((w: MsgWriter) => void)[] },
+  ): Outgoing {
     const hasValues = (packedValues !== undefined && packedValues.length > 0) || fieldRows !== undefined
     const w = new MsgWriter(this.replySize(64 + sa.length + n4.length + n6.length + (token ? token.length : 0))).map(4 + this.extra())
     w.str('r').map(2 + (hasValues ? 1 : 0) + (n4.length ? 1 : 0) + (n6.length ? 1 : 0) + (token ? 1 : 0))
@@ -789,23 +956,42 @@ export class WireEncoder {
   listen(tid: number, key: Buffer, token: Buffer, sid: number, query?: Query): Buffer {
     const hasQuery = query !== undefined && (query.select.length > 0 || query.where.length > 0)
     const w = new MsgWriter(160).map(5 + this.extra())
-    w.str('a').map(5 + (hasQuery ? 1 : 0)).str('id').bin(this.cfg.myId).str('ve').uint(1)
-      .str('h').bin(key).str('token').bin(token).str('sid').uint(sid)
-    if (hasQuery) writeQuery(w, query!)
+    w.str('a')
+      .map(5 + (hasQuery ? 1 : 0))
+      .str('id')
+      .bin(this.cfg.myId)
+      .str('ve')
+      .uint(1)
+      .str('h')
+      .bin(key)
+      .str('token')
+      .bin(token)
+      .str('sid')
+      .uint(sid)
+    if (hasQuery) writeQuery(w, query)
     return this.queryTail(w, 'listen', tid)
   }
 
   /** Reply to listen and update: r{id, sa, [token]}. */
   listenConfirm(tid: number, sa: Buffer, token?: Buffer): Buffer {
     const w = new MsgWriter(this.replySize(16 + sa.length + (token ? token.length : 0))).map(4 + this.extra())
-    w.str('r').map(2 + (token ? 1 : 0)).raw(this.idField).str('sa').bin(sa)
+    w.str('r')
+      .map(2 + (token ? 1 : 0))
+      .raw(this.idField)
+      .str('sa')
+      .bin(sa)
     if (token) w.str('token').bin(token)
     return this.replyTail(w, tid)
   }
 
   put(tid: number, key: Buffer, packedValue: Buffer, created: number | undefined, token: Buffer): Outgoing {
     const w = new MsgWriter(160 + packedValue.length).map(5 + this.extra())
-    w.str('a').map(created !== undefined ? 5 : 4).str('id').bin(this.cfg.myId).str('h').bin(key)
+    w.str('a')
+      .map(created !== undefined ? 5 : 4)
+      .str('id')
+      .bin(this.cfg.myId)
+      .str('h')
+      .bin(key)
     const pv = planValues([packedValue])
     this.writeValues(w, pv)
     if (created !== undefined) w.str('c').uint(created)
@@ -837,8 +1023,16 @@ export class WireEncoder {
   /** `update` query carrying new values to a ve>=1 listener. */
   updateValues(tid: number, key: Buffer, sid: number, packedValues: Buffer[], created: number | undefined, token: Buffer): Outgoing {
     const w = new MsgWriter(256).map(5 + this.extra())
-    w.str('a').map(created !== undefined ? 7 : 6).str('id').bin(this.cfg.myId).str('ve').uint(1)
-      .str('h').bin(key).str('sid').uint(sid)
+    w.str('a')
+      .map(created !== undefined ? 7 : 6)
+      .str('id')
+      .bin(this.cfg.myId)
+      .str('ve')
+      .uint(1)
+      .str('h')
+      .bin(key)
+      .str('sid')
+      .uint(sid)
     const pv = planValues(packedValues)
     this.writeValues(w, pv)
     if (created !== undefined) w.str('c').uint(created)
@@ -861,7 +1055,10 @@ export class WireEncoder {
       w.str(kind).array(ids.length)
       for (const id of ids) w.uint(id)
     }
-    w.str('y').str(v1 ? 'q' : 'r').str('v').str(this.cfg.userAgent)
+    w.str('y')
+      .str(v1 ? 'q' : 'r')
+      .str('v')
+      .str(this.cfg.userAgent)
     this.netClient(w)
     if (v1) {
       w.str('q').str('update').str('t').uint(tid)
@@ -880,8 +1077,7 @@ export class WireEncoder {
         const end = Math.min(start + FRAGMENT_MTU, v.length)
         const w = new MsgWriter(end - start + 64).map(3 + this.extra())
         this.netClient(w)
-        w.str('y').str('p').str('t').uint(tid).str('p').map(1).uint(i).map(2)
-          .str('o').uint(start).str('d').bin(v.subarray(start, end))
+        w.str('y').str('p').str('t').uint(tid).str('p').map(1).uint(i).map(2).str('o').uint(start).str('d').bin(v.subarray(start, end))
         out.push(w.finish())
         start = end
       } while (start !== v.length)

@@ -48,9 +48,7 @@ export function commonName(cert: X509Certificate): string {
   return m ? m[1]! : cert.subject.replace(/\n/g, ', ')
 }
 
-export type ChainLinkProblem =
-  | { kind: 'bad-signature'; index: number }
-  | { kind: 'not-ca'; index: number }
+export type ChainLinkProblem = { kind: 'bad-signature'; index: number } | { kind: 'not-ca'; index: number }
 
 /**
  * Checks that every certificate of the chain is issued by the next one (names match, signature verifies,

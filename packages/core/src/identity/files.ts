@@ -119,7 +119,7 @@ async function makeDir(dir: string): Promise<void> {
  */
 export async function makeDirectory(dir: string, mode = 0o700): Promise<void> {
   const missing: string[] = []
-  for (let cur = resolve(dir); ; ) {
+  for (let cur = resolve(dir); ;) {
     const st = await stat(cur).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return undefined
       throw err
@@ -134,10 +134,13 @@ export async function makeDirectory(dir: string, mode = 0o700): Promise<void> {
     cur = parent
   }
   for (const d of missing.reverse()) {
-    const created = await mkdir(d, { mode }).then(() => true, async (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EEXIST' && (await stat(d)).isDirectory()) return false // created meanwhile by someone else
-      throw err
-    })
+    const created = await mkdir(d, { mode }).then(
+      () => true,
+      async (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EEXIST' && (await stat(d)).isDirectory()) return false // created meanwhile by someone else
+        throw err
+      },
+    )
     if (created) await chmod(d, mode)
   }
 }

@@ -41,7 +41,7 @@ export function publicKeyIds(source: PublicKeySource): PublicKeyIds {
  * Parses a peer id as typed by a user: 40 hex (public key id) or 64 hex (long id), any case,
  * surrounding white space ignored. Anything else is a BAD_PEER_ID error that says what was expected.
  */
-export function parsePeerId(text: string): ParsedPeerId {
+export function parsePeerId(text: unknown): ParsedPeerId {
   const raw = typeof text === 'string' ? text.trim() : ''
   const hex = raw.toLowerCase()
   if (/^[0-9a-f]{40}$/.test(hex)) return { hex, kind: 'id' }
@@ -56,11 +56,9 @@ export function parsePeerId(text: string): ParsedPeerId {
         : bad
           ? `got ${raw.length} characters including '${bad[0]}', which is not hex`
           : `got ${raw.length} hex characters`
-  throw new DhtnetError(
-    'BAD_PEER_ID',
-    `"${shown}" is not a peer id: expected 40 hex characters (public key id) or 64 hex characters (long id), ${detail}`,
-    { hint: 'print a peer id with: dhtnet-crtmgr -a -c <certificate>' },
-  )
+  throw new DhtnetError('BAD_PEER_ID', `"${shown}" is not a peer id: expected 40 hex characters (public key id) or 64 hex characters (long id), ${detail}`, {
+    hint: 'print a peer id with: dhtnet-crtmgr -a -c <certificate>',
+  })
 }
 
 /** True when the key of `source` has the given id (either form; strings are parsed first). */

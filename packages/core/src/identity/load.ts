@@ -83,7 +83,12 @@ export async function loadIdentity(options: LoadIdentityOptions): Promise<Identi
     readIdentityFile(options.key, 'private key', checkKeyFile(options.key, options)),
     readIdentityFile(options.certificate, 'certificate'),
   ])
-  if (keyRead.status === 'rejected' && certRead.status === 'rejected' && isDhtnetError(keyRead.reason, 'IDENTITY_FILE_MISSING') && isDhtnetError(certRead.reason, 'IDENTITY_FILE_MISSING')) {
+  if (
+    keyRead.status === 'rejected' &&
+    certRead.status === 'rejected' &&
+    isDhtnetError(keyRead.reason, 'IDENTITY_FILE_MISSING') &&
+    isDhtnetError(certRead.reason, 'IDENTITY_FILE_MISSING')
+  ) {
     throw new DhtnetError('IDENTITY_FILE_MISSING', `identity files missing: ${certRead.reason.message} and ${keyRead.reason.message}`, { hint: GENERATE_HINT })
   }
   if (keyRead.status === 'rejected') throw keyRead.reason
@@ -95,11 +100,7 @@ export async function loadIdentity(options: LoadIdentityOptions): Promise<Identi
 }
 
 /** An identity from PEM texts (private key, and chain leaf first), validated like loadIdentity. */
-export function identityFromPem(
-  keyPem: string | Buffer,
-  chainPem: string | Buffer,
-  options: ValidateIdentityOptions & { password?: string } = {},
-): Identity {
+export function identityFromPem(keyPem: string | Buffer, chainPem: string | Buffer, options: ValidateIdentityOptions & { password?: string } = {}): Identity {
   const privateKey = parsePrivateKey(keyPem, { password: options.password, what: options.keyName ?? 'private key' })
   const chain = parseCertificateChain(chainPem, options.certificateName ?? 'certificate')
   validateIdentity(privateKey, chain, options)
@@ -174,11 +175,7 @@ export const MAX_PEM_FILE_BYTES = 1024 * 1024
  * device or oversized file NOT_PEM, other failures IDENTITY_FILE_UNREADABLE. Never blocks on a FIFO.
  * `checkOpened` sees the status of the file actually opened (it may throw a DhtnetError).
  */
-export async function readPemFile(
-  path: string,
-  what: string,
-  options: { missingCode?: ErrorCode; missingHint?: string; checkOpened?: (st: Stats) => void } = {},
-): Promise<Buffer> {
+export async function readPemFile(path: string, what: string, options: { missingCode?: ErrorCode; missingHint?: string; checkOpened?: (st: Stats) => void } = {}): Promise<Buffer> {
   const missingCode = options.missingCode ?? 'IDENTITY_FILE_MISSING'
   const missingHint = options.missingHint ?? GENERATE_HINT
   let fh: FileHandle | undefined

@@ -54,7 +54,7 @@ export function readSigningRequest(pem: string | Buffer, what = 'input'): Signin
     }
     throw new DhtnetError('BAD_CSR', `${what} is not a readable certificate request (${msg})`, { cause })
   }
-  let signed = false
+  let signed: boolean
   try {
     signed = csr.verify()
   } catch {

@@ -5,17 +5,7 @@ import { parsePeerId, publicKeyIds } from './ids.js'
 import { issuerKeyProblem, rsaKeyProblem } from './key-policy.js'
 
 export type TrustRefusalCode =
-  | 'EMPTY_CHAIN'
-  | 'CHAIN_TOO_LONG'
-  | 'BANNED'
-  | 'SELF_SIGNED_DEVICE'
-  | 'EXPIRED'
-  | 'NOT_YET_VALID'
-  | 'BAD_SIGNATURE'
-  | 'REJECTED_KEY'
-  | 'NOT_CA'
-  | 'UNKNOWN_ISSUER'
-  | 'UNTRUSTED_CA'
+  'EMPTY_CHAIN' | 'CHAIN_TOO_LONG' | 'BANNED' | 'SELF_SIGNED_DEVICE' | 'EXPIRED' | 'NOT_YET_VALID' | 'BAD_SIGNATURE' | 'REJECTED_KEY' | 'NOT_CA' | 'UNKNOWN_ISSUER' | 'UNTRUSTED_CA'
 
 export type TrustDecision = { readonly ok: true } | { readonly ok: false; readonly code: TrustRefusalCode; readonly reason: string }
 

@@ -1,13 +1,5 @@
 export { Multiplexer } from './native/multiplexer.js'
-export type {
-  MultiplexerOptions,
-  OpenChannelOptions,
-  ChannelInfo,
-  ChannelKind,
-  ChannelRequestDecision,
-  MultiplexerStats,
-  MuxLogger,
-} from './native/multiplexer.js'
+export type { MultiplexerOptions, OpenChannelOptions, ChannelInfo, ChannelKind, ChannelRequestDecision, MultiplexerStats, MuxLogger } from './native/multiplexer.js'
 export { ChannelSocket } from './native/channel-socket.js'
 export { DatagramChannel } from './native/datagram-channel.js'
 export { MAX_CHANNEL_NAME_BYTES, MUX_PROTOCOL_VERSION } from './native/frames.js'

@@ -81,7 +81,7 @@ export class Deadline {
           this.signal.removeEventListener('abort', onAbort)
           resolve(v)
         },
-        (e) => {
+        (e: Error) => {
           this.signal.removeEventListener('abort', onAbort)
           reject(e)
         },

@@ -9,9 +9,7 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 
 export type Logger = (level: LogLevel, message: string) => void
 
-export type LoggerLike =
-  | Logger
-  | { debug?(message: string): void; info?(message: string): void; warn?(message: string): void; error?(message: string): void }
+export type LoggerLike = Logger | { debug?(message: string): void; info?(message: string): void; warn?(message: string): void; error?(message: string): void }
 
 /** A logger that drops everything. */
 export const silentLogger: Logger = () => {}

@@ -40,7 +40,25 @@ export function throwawayCertificate(dir: { path: string }, name = 'turn'): { ce
   const key = join(dir.path, `${name}.key`)
   const r = spawnSync(
     'openssl',
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=turn.test', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:turn.test', '-keyout', key, '-out', cert],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=turn.test',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:turn.test',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
     { encoding: 'utf8', timeout: 15_000 },
   )
   if (r.status !== 0) throw new Error(`openssl req failed: ${r.stderr}`)
@@ -75,24 +93,43 @@ export async function startLoopbackCoturn(options: CoturnOptions = {}): Promise<
   const tlsPort = options.tls ? await freeTcpPort() : undefined
   const relayBase = 40000 + Math.floor(Math.random() * 200) * 100
   const args = [
-    '-n', '--no-cli', '-v',
-    '--listening-ip', '127.0.0.1',
-    '--relay-ip', '127.0.0.1',
-    '--listening-port', String(port),
+    '-n',
+    '--no-cli',
+    '-v',
+    '--listening-ip',
+    '127.0.0.1',
+    '--relay-ip',
+    '127.0.0.1',
+    '--listening-port',
+    String(port),
     // the alternate port (RFC 5780) would be port+1: keep it in the same free space
-    '--alt-listening-port', String(port),
-    '--no-udp', '--no-dtls',
+    '--alt-listening-port',
+    String(port),
+    '--no-udp',
+    '--no-dtls',
     ...(options.tls ? ['--tls-listening-port', String(tlsPort), '--alt-tls-listening-port', String(tlsPort), '--cert', options.tls.cert, '--pkey', options.tls.key] : ['--no-tls']),
-    '--min-port', String(relayBase), '--max-port', String(relayBase + 99),
-    '--lt-cred-mech', '--user', `${COTURN_USER}:${COTURN_PASS}`, '--realm', COTURN_REALM,
+    '--min-port',
+    String(relayBase),
+    '--max-port',
+    String(relayBase + 99),
+    '--lt-cred-mech',
+    '--user',
+    `${COTURN_USER}:${COTURN_PASS}`,
+    '--realm',
+    COTURN_REALM,
     '--allow-loopback-peers',
     ...(options.maxLifetimeS !== undefined ? [`--max-allocate-lifetime=${options.maxLifetimeS}`] : []),
     ...(options.userQuota !== undefined ? [`--user-quota=${options.userQuota}`] : []),
     ...(options.noTcpRelay ? ['--no-tcp-relay'] : []),
     ...(options.relayThreads !== undefined ? ['--relay-threads', String(options.relayThreads)] : []),
-    '--userdb', join(dir.path, 'turndb'),
-    '--pidfile', join(dir.path, 'turnserver.pid'),
-    '--log-file', 'stdout', '--simple-log', '--no-software-attribute',
+    '--userdb',
+    join(dir.path, 'turndb'),
+    '--pidfile',
+    join(dir.path, 'turnserver.pid'),
+    '--log-file',
+    'stdout',
+    '--simple-log',
+    '--no-software-attribute',
   ]
   const child = spawn('turnserver', args, { stdio: ['ignore', 'pipe', 'pipe'] })
   const proc = new LabProcess('coturn', child)
@@ -102,7 +139,12 @@ export async function startLoopbackCoturn(options: CoturnOptions = {}): Promise<
   }
   try {
     await proc.waitFor('coturn TCP listener', (l) => l.includes(`TCP listener opened on : 127.0.0.1:${port}`), 10_000)
-    if (tlsPort !== undefined) await proc.waitFor('coturn TLS listener', (l) => l.includes(`TLS/TCP listener opened on : 127.0.0.1:${tlsPort}`) || l.includes(`TLS listener opened on : 127.0.0.1:${tlsPort}`), 10_000)
+    if (tlsPort !== undefined)
+      await proc.waitFor(
+        'coturn TLS listener',
+        (l) => l.includes(`TLS/TCP listener opened on : 127.0.0.1:${tlsPort}`) || l.includes(`TLS listener opened on : 127.0.0.1:${tlsPort}`),
+        10_000,
+      )
   } catch (err) {
     await stop()
     throw err

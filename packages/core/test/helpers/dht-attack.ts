@@ -53,11 +53,11 @@ export function rsaSpkiFromIntegers(modulusInteger: Buffer, exponentInteger: Buf
  */
 export function hugeExponentKey(): Buffer {
   const n = randomBytes(384)
-  n[0] |= 0x80
-  n[383] |= 1
+  n[0]! |= 0x80
+  n[383]! |= 1
   const e = randomBytes(384)
   e[0] = 0x7f & (e[0]! | 0x40)
-  e[383] |= 1
+  e[383]! |= 1
   return rsaSpki(n, e)
 }
 
@@ -129,11 +129,15 @@ export class Attacker {
 
   private onMessage(m: Buffer): void {
     let msg
-    try { msg = decodeMessage(m) } catch { return }
+    try {
+      msg = decodeMessage(m)
+    } catch {
+      return
+    }
     if (msg.kind === 'ping' || msg.kind === 'find' || msg.kind === 'get') {
       if (this.seenTids.length < 64) this.seenTids.push(msg.tid)
       // answer like a node, so the target keeps talking to us
-      this.raw(this.enc.pong(msg.tid, Buffer.from([127, 0, 0, 1])))
+      void this.raw(this.enc.pong(msg.tid, Buffer.from([127, 0, 0, 1])))
     }
   }
 
@@ -141,17 +145,24 @@ export class Attacker {
   async getToken(timeoutMs = 5000): Promise<Buffer> {
     const tid = this.tid++
     this.token = await new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => { this.sock.off('message', onMsg); reject(new Error('no token from the target')) }, timeoutMs)
+      const timer = setTimeout(() => {
+        this.sock.off('message', onMsg)
+        reject(new Error('no token from the target'))
+      }, timeoutMs)
       const onMsg = (m: Buffer) => {
         let msg
-        try { msg = decodeMessage(m) } catch { return }
+        try {
+          msg = decodeMessage(m)
+        } catch {
+          return
+        }
         if (msg.kind !== 'reply' || msg.tid !== tid || !msg.token) return
         clearTimeout(timer)
         this.sock.off('message', onMsg)
         resolve(msg.token)
       }
       this.sock.on('message', onMsg)
-      this.raw(this.enc.get(tid, randomHash(), undefined, 1))
+      void this.raw(this.enc.get(tid, randomHash(), undefined, 1))
     })
     return this.token
   }
@@ -174,13 +185,27 @@ export class Attacker {
 
   /** A legacy listen push: a reply with t = sid carrying values (fragmented when large, as nodes send them). */
   pushMessages(sid: number, values: DhtValue[]): Buffer[] {
-    const out = this.enc.nodesValues(sid, Buffer.from([127, 0, 0, 1]), Buffer.alloc(0), Buffer.alloc(0), this.token, values.map((v) => packValue(v)))
+    const out = this.enc.nodesValues(
+      sid,
+      Buffer.from([127, 0, 0, 1]),
+      Buffer.alloc(0),
+      Buffer.alloc(0),
+      this.token,
+      values.map((v) => packValue(v)),
+    )
     return [out.msg, ...out.parts]
   }
 
   /** A v1 listen push: an `update` query to socket id `sid`. */
   updateMessages(key: Buffer, sid: number, values: DhtValue[]): Buffer[] {
-    const out = this.enc.updateValues(this.tid++, key, sid, values.map((v) => packValue(v)), undefined, this.token)
+    const out = this.enc.updateValues(
+      this.tid++,
+      key,
+      sid,
+      values.map((v) => packValue(v)),
+      undefined,
+      this.token,
+    )
     return [out.msg, ...out.parts]
   }
 
@@ -239,7 +264,11 @@ export class Attacker {
 
   close(): Promise<void> {
     return new Promise((resolve) => {
-      try { this.sock.close(() => resolve()) } catch { resolve() }
+      try {
+        this.sock.close(() => resolve())
+      } catch {
+        resolve()
+      }
     })
   }
 }

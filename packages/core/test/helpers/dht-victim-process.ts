@@ -45,7 +45,9 @@ export class Victim {
 
   static async start(env: Record<string, string> = {}): Promise<Victim> {
     const child = fork(resolve(import.meta.dirname, 'dht-victim.ts'), [], {
-      execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...env },
+      execArgv: ['--import', 'tsx', '--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, ...env },
     })
     const v = new Victim(child)
     const ready = (await v.request({ op: 'ready' }, 60_000, false)) as { port: number; nodeId: string; id: string; longId: string; peerKeys: string[] }
@@ -60,7 +62,10 @@ export class Victim {
   request(m: { op: string; [k: string]: unknown }, timeoutMs = 30_000, send = true): Promise<unknown> {
     return new Promise((res, rej) => {
       const t = setTimeout(() => rej(new Error(`victim did not answer '${m.op}' in ${timeoutMs} ms`)), timeoutMs)
-      this.waiters.set(m.op, (x) => { clearTimeout(t); res(x) })
+      this.waiters.set(m.op, (x) => {
+        clearTimeout(t)
+        res(x)
+      })
       if (send) this.child.send(m)
     })
   }
@@ -96,7 +101,11 @@ export class Prober {
     await new Promise<void>((r) => p.sock.bind(0, address, () => r()))
     p.sock.on('message', (m) => {
       let msg
-      try { msg = decodeMessage(m) } catch { return }
+      try {
+        msg = decodeMessage(m)
+      } catch {
+        return
+      }
       const t0 = p.sentAt.get(msg.tid)
       if (msg.kind === 'reply' && t0 !== undefined) {
         p.sentAt.delete(msg.tid)
@@ -114,7 +123,11 @@ export class Prober {
     this.lost = 0
     this.timer = setInterval(() => {
       const now = performance.now()
-      for (const [t, at] of this.sentAt) if (now - at > 2000) { this.sentAt.delete(t); this.lost++ }
+      for (const [t, at] of this.sentAt)
+        if (now - at > 2000) {
+          this.sentAt.delete(t)
+          this.lost++
+        }
       const tid = this.tid++
       this.sentAt.set(tid, now)
       this.sock.send(this.enc.ping(tid), this.port, '127.0.0.1')
@@ -135,4 +148,3 @@ export class Prober {
     this.sock.close()
   }
 }
-

@@ -23,9 +23,15 @@ const secure = new SecureDht(node, identity)
 await secure.start() // our certificate, so that legitimate peers can encrypt to us
 let heard = 0
 const keys = [SecureDht.peerKey(identity.longId), SecureDht.peerKey(identity.id)]
-const listens = keys.map((k) => secure.listen(k, (values, expired) => {
-  if (!expired) heard += values.length
-}, { filter: (v) => v.userType === 'peer_request' }))
+const listens = keys.map((k) =>
+  secure.listen(
+    k,
+    (values, expired) => {
+      if (!expired) heard += values.length
+    },
+    { filter: (v) => v.userType === 'peer_request' },
+  ),
+)
 
 // event-loop stalls: a 5 ms timer; any lateness beyond 20 ms is a stall
 let lagMax = 0
@@ -41,8 +47,8 @@ const lagTimer = setInterval(() => {
 
 function sids(): number[] {
   // the worst case for the defence: the attacker knows the socket ids (a private field, read for the benchmark only)
-  const m = (node as unknown as { sockets?: Map<number, unknown>; listenSockets?: Map<number, unknown> })
-  return [...(m.listenSockets ?? m.sockets ?? new Map()).keys()]
+  const m = node as unknown as { sockets?: Map<number, unknown>; listenSockets?: Map<number, unknown> }
+  return [...(m.listenSockets ?? m.sockets ?? new Map<number, unknown>()).keys()]
 }
 
 process.on('message', (m: { op: string; key?: string; text?: string; gc?: boolean }) => {
@@ -51,16 +57,24 @@ process.on('message', (m: { op: string; key?: string; text?: string; gc?: boolea
     const mem = process.memoryUsage()
     const cpu = process.cpuUsage()
     process.send!({
-      op: 'stats', node: node.stats(), secure: secure.stats(), rssMb: mem.rss / 1048576, heapMb: mem.heapUsed / 1048576,
+      op: 'stats',
+      node: node.stats(),
+      secure: secure.stats(),
+      rssMb: mem.rss / 1048576,
+      heapMb: mem.heapUsed / 1048576,
       externalMb: mem.external / 1048576,
-      cpuS: (cpu.user + cpu.system) / 1e6, lagMaxMs: lagMax, lagSumMs: lagSum, heard, sids: sids(),
+      cpuS: (cpu.user + cpu.system) / 1e6,
+      lagMaxMs: lagMax,
+      lagSumMs: lagSum,
+      heard,
+      sids: sids(),
     })
   } else if (m.op === 'reset') {
     lagMax = 0
     lagSum = 0
     process.send!({ op: 'reset' })
   } else if (m.op === 'put') {
-    node.put(m.key!, { type: 0, data: Buffer.from(m.text!), userType: 'text/plain' }).then(() => process.send!({ op: 'put' }))
+    void node.put(m.key!, { type: 0, data: Buffer.from(m.text!), userType: 'text/plain' }).then(() => process.send!({ op: 'put' }))
   } else if (m.op === 'stop') {
     stop()
   }
@@ -74,7 +88,7 @@ function stop(): void {
   clearInterval(lagTimer)
   for (const l of listens) l.cancel()
   secure.close()
-  node.stop().finally(() => process.exit(0))
+  void node.stop().finally(() => process.exit(0))
 }
 
 process.send!({ op: 'ready', port: node.port, nodeId: node.nodeId, id: identity.id, longId: identity.longId, peerKeys: keys.map((k) => k.toString('hex')) })

@@ -51,7 +51,7 @@ export function loadIceTcp(scenario: Scenario): CapturedIceTcp {
 
 /** The ice_msg texts of the DHT request (client) and answer (server), verbatim. */
 export function loadIceMessages(): Record<`${Scenario}-${'request' | 'answer'}`, { isAnswer: boolean; ice_msg: string }> {
-  return JSON.parse(readFileSync(`${DIR}ice-msgs.json`, 'utf8'))
+  return JSON.parse(readFileSync(`${DIR}ice-msgs.json`, 'utf8')) as ReturnType<typeof loadIceMessages>
 }
 
 export function identityPem(name: 'client-id' | 'server-id' | 'client-ca' | 'server-ca'): { key: string; chain: string } {

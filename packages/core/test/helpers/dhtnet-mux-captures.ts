@@ -92,9 +92,7 @@ export function loadCapture(scenario: Scenario): Capture {
       frames.push({ channel: m.channel, kind: m.kind, bytes, data, inner: m.inner })
       offset += m.len
     }
-    const recordSizes = json.records
-      .filter((r) => r.sender === sender && r.inner_type === 'application_data' && r.content_len)
-      .map((r) => r.content_len!)
+    const recordSizes = json.records.filter((r) => r.sender === sender && r.inner_type === 'application_data' && r.content_len).map((r) => r.content_len!)
     const bytes = Buffer.concat(frames.map((f) => f.bytes))
     assert.equal(
       recordSizes.reduce((a, b) => a + b, 0),

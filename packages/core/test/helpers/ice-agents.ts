@@ -15,15 +15,27 @@ export interface AgentSide {
 
 export const testLogger: Logger = process.env.DHTNET_TEST_LOG ? (level, msg) => process.stderr.write(`[${level}] ${msg}\n`) : () => {}
 
-export async function agentSide(role: IceRole, opts: { ufrag?: string; pwd?: string; software?: Uint8Array; timeouts?: Partial<AgentTimeouts>; tieBreaker?: bigint } = {}): Promise<AgentSide> {
+export async function agentSide(
+  role: IceRole,
+  opts: { ufrag?: string; pwd?: string; software?: Uint8Array; timeouts?: Partial<AgentTimeouts>; tieBreaker?: bigint } = {},
+): Promise<AgentSide> {
   const listener = await PassiveListener.open({ bindAddress: '127.0.0.1', logger: testLogger })
   const ufrag = opts.ufrag ?? randomBytes(4).toString('hex')
   const pwd = opts.pwd ?? randomBytes(12).toString('hex')
   const hosts = [{ family: 4 as const, address: '127.0.0.1', interface: 'lo' }]
   const candidates = localCandidates({ hosts: [{ address: '127.0.0.1', passivePort: listener.portFor(4)! }] })
   const agent = new IceTcpAgent({
-    role, ufrag, pwd, candidates, hosts, includeLoopback: true, software: opts.software, tieBreaker: opts.tieBreaker,
-    timeouts: { ...DEFAULT_AGENT_TIMEOUTS, ...opts.timeouts }, limits: DEFAULT_AGENT_LIMITS, logger: testLogger,
+    role,
+    ufrag,
+    pwd,
+    candidates,
+    hosts,
+    includeLoopback: true,
+    software: opts.software,
+    tieBreaker: opts.tieBreaker,
+    timeouts: { ...DEFAULT_AGENT_TIMEOUTS, ...opts.timeouts },
+    limits: DEFAULT_AGENT_LIMITS,
+    logger: testLogger,
   })
   listener.register(ufrag, (s, r, d) => agent.acceptInbound(s, r, d))
   return {

@@ -26,7 +26,7 @@ export class LibnicePeer {
 
   constructor(role: 'controlling' | 'controlled', address = '127.0.0.1') {
     this.child = spawn(PYTHON, [SCRIPT, role, address], { stdio: ['pipe', 'pipe', 'pipe'] })
-    this.child.stderr.on('data', (d) => (this.stderr += d.toString()))
+    this.child.stderr.on('data', (d: Buffer) => (this.stderr += d.toString()))
     createInterface({ input: this.child.stdout }).on('line', (line) => {
       try {
         this.events.push(JSON.parse(line) as LibniceEvent)

@@ -154,6 +154,7 @@ export class MemoryTransport extends EventEmitter implements MessageTransport {
       this._bufferedAmount -= msg.length
       budget -= msg.length
       if (!peer._closed) peer.emit('message', msg)
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- a 'message' listener can pause us
       if (this.paused) break
     }
     if (this.queueHead >= this.queue.length) {
@@ -166,10 +167,7 @@ export class MemoryTransport extends EventEmitter implements MessageTransport {
   }
 }
 
-export function createMemoryTransportPair(
-  options: MemoryTransportOptions = {},
-  optionsB: MemoryTransportOptions = options,
-): [MemoryTransport, MemoryTransport] {
+export function createMemoryTransportPair(options: MemoryTransportOptions = {}, optionsB: MemoryTransportOptions = options): [MemoryTransport, MemoryTransport] {
   const a = new MemoryTransport(options)
   const b = new MemoryTransport(optionsB)
   a.peer = b
@@ -178,7 +176,6 @@ export function createMemoryTransportPair(
 }
 
 // ---- multiplexer test helpers ----
-
 
 export interface MuxPair {
   a: Multiplexer
@@ -237,10 +234,7 @@ export function waitFor<T>(emitter: EventEmitter, event: string): Promise<T> {
 }
 
 /** Run a test body over a fresh pair and check that nothing is left behind: maps empty, no timers. */
-export async function withPair(
-  options: Parameters<typeof createMuxPair>[0],
-  body: (pair: MuxPair) => Promise<void>,
-): Promise<void> {
+export async function withPair(options: Parameters<typeof createMuxPair>[0], body: (pair: MuxPair) => Promise<void>): Promise<void> {
   const handlesBefore = activeTimerHandles()
   const pair = createMuxPair(options)
   // the multiplexer's timers are unref'd (a real transport holds the loop open): hold it open during the test

@@ -139,12 +139,12 @@ export class TestNet {
     this.children.add(child)
     child.on('exit', () => this.children.delete(child))
     let stderr = ''
-    child.stderr!.on('data', (d) => {
+    child.stderr.on('data', (d) => {
       stderr += d
       if (process.env.DHTNET_TEST_VERBOSE) process.stderr.write(`[${name}] ${d}`)
     })
     const lines: Array<Record<string, unknown>> = []
-    const rl = createInterface({ input: child.stdout! })
+    const rl = createInterface({ input: child.stdout })
     const ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`peer ${name} not ready within 20 s: ${stderr}`)), 20_000)
       child.once('exit', (code, sig) => {
@@ -154,7 +154,7 @@ export class TestNet {
       rl.on('line', (line) => {
         let msg: Record<string, unknown>
         try {
-          msg = JSON.parse(line)
+          msg = JSON.parse(line) as Record<string, unknown>
         } catch {
           return
         }

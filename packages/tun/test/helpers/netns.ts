@@ -38,7 +38,7 @@ export interface RunResult {
 
 export function run(cmd: string, args: string[], timeoutMs = 30_000): RunResult {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs })
-  return { status: r.status, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') }
+  return { status: r.status, stdout: r.stdout || '', stderr: (r.stderr || '') + (r.error ? String(r.error) : '') }
 }
 
 /** Runs a command; throws with its output when it fails. */

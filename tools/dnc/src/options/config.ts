@@ -4,7 +4,21 @@
  * the key; unknown keys are reported but do not stop dnc.
  */
 import { homedir } from 'node:os'
-import { COMMON_KEYS, UsageError, boolKey, checkPort, defaultConfigPathsFor, findFirstExisting, parseConfigText, portKey, readConfigFile as readWithSchema, stringKey, type CommonConfig, type ConfigSchema, type KeyChecker } from '@dhtnet/cli-kit'
+import {
+  COMMON_KEYS,
+  UsageError,
+  boolKey,
+  checkPort,
+  defaultConfigPathsFor,
+  findFirstExisting,
+  parseConfigText,
+  portKey,
+  readConfigFile as readWithSchema,
+  stringKey,
+  type CommonConfig,
+  type ConfigSchema,
+  type KeyChecker,
+} from '@dhtnet/cli-kit'
 
 export { checkPort }
 
@@ -55,12 +69,12 @@ export function findDefaultConfig(home?: string): Promise<string | undefined> {
 }
 
 export async function readConfigFile(path: string): Promise<DncConfig> {
-  return (await readWithSchema(path, DNC_CONFIG_KEYS)) as unknown as DncConfig
+  return await readWithSchema(path, DNC_CONFIG_KEYS)
 }
 
 /** Parses and checks a configuration; relative paths in it are relative to the file's folder. */
 export function parseConfig(text: string, path: string): DncConfig {
-  return parseConfigText(text, path, DNC_CONFIG_KEYS) as unknown as DncConfig
+  return parseConfigText(text, path, DNC_CONFIG_KEYS)
 }
 
 function stripBrackets(host: string): string {

@@ -94,7 +94,7 @@ export function parseLocalForward(text: string): { host: string; port: number } 
 
 /** `--allow [host:]port`. */
 export function parseAllow(text: string): ServiceEntry {
-  const m = /^(?:(\[[^\]]+\]|[^\s\[\]]+):)?(\d+)$/.exec(text.trim())
+  const m = /^(?:(\[[^\]]+\]|[^\s[\]]+):)?(\d+)$/.exec(text.trim())
   if (!m) throw new UsageError(`--allow: "${text}" is not [host:]port`, 'for example --allow 22 or --allow [::1]:22')
   let ip = m[1] ?? '127.0.0.1'
   if (ip.startsWith('[')) ip = ip.slice(1, -1)

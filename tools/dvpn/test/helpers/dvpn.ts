@@ -68,7 +68,12 @@ export async function waitJoined(proc: Proc, timeoutMs = 60_000): Promise<Joined
 }
 
 /** `ip netns exec <ns> <cmd>`; output, or throws with stderr. */
-export async function inNs(netns: string, cmd: string, args: string[], options: { allowFailure?: boolean; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function inNs(
+  netns: string,
+  cmd: string,
+  args: string[],
+  options: { allowFailure?: boolean; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return run('ip', ['netns', 'exec', netns, cmd, ...args], options)
 }
 

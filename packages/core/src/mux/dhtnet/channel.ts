@@ -157,8 +157,7 @@ export class DhtnetChannel extends Duplex implements StreamChannel {
   }
 
   // end(data) after the peer's EOF is a write too: CHANNEL_CLOSED rather than Node's write-after-end error
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  override end(...args: any[]): this {
+  override end(...args: unknown[]): this {
     const chunk: unknown = args[0]
     if (chunk !== undefined && chunk !== null && typeof chunk !== 'function' && this.remoteEnded && (this.writableEnded || this.destroyed)) {
       const cb = args.find((a: unknown) => typeof a === 'function') as WriteCallback | undefined

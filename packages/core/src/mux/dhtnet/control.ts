@@ -92,10 +92,7 @@ function readProtocolMap(r: BodyReader, entries: number): ProtocolMessage {
       if (name === 'p') {
         message = kind === Kind.BOOL ? { type: 'beacon', ping: value === 1 } : { type: 'bad', reason: 'beacon value is not a bool', consumed: true }
       } else if (name === 'v') {
-        message =
-          kind === Kind.UINT && value <= 0xffffffff
-            ? { type: 'version', v: value }
-            : { type: 'bad', reason: 'version is not an unsigned int', consumed: true }
+        message = kind === Kind.UINT && value <= 0xffffffff ? { type: 'version', v: value } : { type: 'bad', reason: 'version is not an unsigned int', consumed: true }
       } else {
         message = { type: 'bad', reason: `unknown protocol message "${name.slice(0, 32)}"`, consumed: true }
       }
@@ -135,6 +132,7 @@ export function parseControlBody(channel: number, body: Buffer, handler: Control
     if (!name) return handler.ignored('channel request: the name is not a string')
     if (!r.header() || r.h.kind !== Kind.UINT || r.h.value > 0xffff) return handler.ignored('channel request: bad channel id')
     const id = r.h.value
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- header() read a new header into r.h (TypeScript keeps the narrowing from the id)
     if (!r.header() || (r.h.kind !== Kind.UINT && r.h.kind !== Kind.INT)) return handler.ignored('channel request: bad state')
     const state = r.h.value
     for (let i = 3; i < value; i++) if (!r.skipObject()) return handler.ignored('truncated channel request')

@@ -98,6 +98,7 @@ export class FrameDecoder {
       this.stash = undefined
       this.onHeader(n)
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- onHeader() and the stages can fail (TypeScript keeps an earlier narrowing)
     while (off < len && !this.failed) {
       switch (this.stage) {
         case Stage.BODY: {

@@ -217,37 +217,35 @@ export class DhtnetMux extends EventEmitter implements Mux {
     this.nextChannelId = this.initiator ? INITIATOR_FIRST_CHANNEL : RESPONDER_FIRST_CHANNEL
     if (this.maxChannels < 1) throw new DhtnetError('INVALID_ARGUMENT', 'maxChannels must be at least 1')
 
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const mux = this
     this.channelHost = {
-      closedError: () => (mux._closed ? mux.channelCloseError() : undefined),
-      wantSend: (ch) => mux.schedule(ch),
-      sendEof: (ch) => mux.sendEof(ch),
-      forget: (ch) => mux.forget(ch),
-      readBlocked: (ch) => mux.blocked.add(ch),
-      readProgress: (ch) => mux.readProgress(ch),
+      closedError: () => (this._closed ? this.channelCloseError() : undefined),
+      wantSend: (ch) => this.schedule(ch),
+      sendEof: (ch) => this.sendEof(ch),
+      forget: (ch) => this.forget(ch),
+      readBlocked: (ch) => this.blocked.add(ch),
+      readProgress: (ch) => this.readProgress(ch),
     }
     this.sink = {
-      frameStart: (channel, length) => mux.onFrameStart(channel, length),
-      frameData: (_channel, data) => mux.onFrameData(data),
-      control: (channel, body) => parseControlBody(channel, body, mux.controlHandler),
+      frameStart: (channel, length) => this.onFrameStart(channel, length),
+      frameData: (_channel, data) => this.onFrameData(data),
+      control: (channel, body) => parseControlBody(channel, body, this.controlHandler),
       skipped: (reason) => {
-        mux.skippedObjects++
-        mux.debugSometimes(mux.skippedObjects, `skipped ${reason}`)
+        this.skippedObjects++
+        this.debugSometimes(this.skippedObjects, `skipped ${reason}`)
       },
-      fatal: (reason) => mux.shutdown(protocolError(reason)),
+      fatal: (reason) => this.shutdown(protocolError(reason)),
     }
     this.controlHandler = {
-      version: (v) => mux.onVersion(v),
-      beacon: (ping) => (ping ? mux.sendControl(PROTOCOL_CHANNEL, BEACON_PONG) : mux.onPong()),
+      version: (v) => this.onVersion(v),
+      beacon: (ping) => (ping ? this.sendControl(PROTOCOL_CHANNEL, BEACON_PONG) : this.onPong()),
       request: (name, id, state) => {
-        if (state === RequestState.REQUEST) mux.onRequest(name, id)
-        else if (state === RequestState.ACCEPT) mux.onAccept(id)
-        else mux.onDecline(id) // DECLINE, or any other state (C++ treats them alike)
+        if (state === RequestState.REQUEST) this.onRequest(name, id)
+        else if (state === RequestState.ACCEPT) this.onAccept(id)
+        else this.onDecline(id) // DECLINE, or any other state (C++ treats them alike)
       },
       ignored: (reason) => {
-        mux.ignoredMessages++
-        mux.debugSometimes(mux.ignoredMessages, `ignored a control message: ${reason}`)
+        this.ignoredMessages++
+        this.debugSometimes(this.ignoredMessages, `ignored a control message: ${reason}`)
       },
     }
     this.decoder = new FrameDecoder(this.sink)
@@ -318,10 +316,7 @@ export class DhtnetMux extends EventEmitter implements Mux {
         if (this.abandoned.size > MAX_ABANDONED_OPENS) this.abandoned.delete(this.abandoned.values().next().value!)
         reject(err)
       }
-      const timer = setTimeout(
-        () => giveUp(new DhtnetError('TIMEOUT', `the peer did not answer the request for channel "${name}" within ${timeoutMs} ms`)),
-        timeoutMs,
-      )
+      const timer = setTimeout(() => giveUp(new DhtnetError('TIMEOUT', `the peer did not answer the request for channel "${name}" within ${timeoutMs} ms`)), timeoutMs)
       timer.unref()
       const pending: PendingOpen = { name, resolve, reject, timer }
       if (signal) {
@@ -475,14 +470,14 @@ export class DhtnetMux extends EventEmitter implements Mux {
     try {
       decision = this.onChannelRequest ? this.onChannelRequest(request.name, 'stream') : this.listenerCount('channel') > 0
     } catch (err) {
-      this.log('warn', `onChannelRequest threw: ${(err as Error)?.message ?? String(err)}`)
+      this.log('warn', `onChannelRequest threw: ${(err as Error | undefined)?.message ?? String(err)}`)
       decision = { accept: false, reason: 'the channel request handler failed' }
     }
     if (decision instanceof Promise) {
       decision.then(
         (d) => this.answerRequest(id, request, d),
         (err) => {
-          this.log('warn', `onChannelRequest failed: ${(err as Error)?.message ?? String(err)}`)
+          this.log('warn', `onChannelRequest failed: ${(err as Error | undefined)?.message ?? String(err)}`)
           this.answerRequest(id, request, { accept: false, reason: 'the channel request handler failed' })
         },
       )
@@ -491,7 +486,8 @@ export class DhtnetMux extends EventEmitter implements Mux {
     }
   }
 
-  private answerRequest(id: number, request: PendingRequest, decision: ChannelRequestDecision): void {
+  // decision: what the application returned (a JavaScript caller may return anything, null included)
+  private answerRequest(id: number, request: PendingRequest, decision: ChannelRequestDecision | null | undefined): void {
     if (this._closed || this.pendingRequests.get(id) !== request) return
     this.pendingRequests.delete(id)
     if (decision !== true) {
@@ -591,6 +587,7 @@ export class DhtnetMux extends EventEmitter implements Mux {
     this.pumping = true
     let corked = false
     try {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the loop body can close us (TypeScript keeps the narrowing from the check above)
       while (this.ready.length > 0 && !this._closed) {
         if (this.stream.writableLength >= this.sendHighWater) break // 'drain' resumes
         const ch = this.ready.shift()!
@@ -651,11 +648,11 @@ export class DhtnetMux extends EventEmitter implements Mux {
       this.decoder.push(chunk)
     } catch (err) {
       // a bug here or in an application listener: never let it escape into the stream's event loop
-      this.log('error', `error while handling received data: ${(err as Error)?.stack ?? String(err)}`)
+      this.log('error', `error while handling received data: ${(err as Error | undefined)?.stack ?? String(err)}`)
       this.shutdown(
         isDhtnetError(err, 'PROTOCOL_ERROR')
           ? err
-          : new DhtnetError('INTERNAL_ERROR', `error while handling received data: ${(err as Error)?.message ?? String(err)}`, { cause: err }),
+          : new DhtnetError('INTERNAL_ERROR', `error while handling received data: ${(err as Error | undefined)?.message ?? String(err)}`, { cause: err }),
       )
       return
     }

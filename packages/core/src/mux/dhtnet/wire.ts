@@ -132,16 +132,38 @@ export interface MsgHeader {
 
 /** Bytes after the marker byte for the fixed-size formats 0xc0..0xdf (−1: the never-used 0xc1). */
 const EXTRA_BYTES: readonly number[] = [
-  0, -1, 0, 0, // c0 nil, c1 never used, c2 false, c3 true
-  1, 2, 4, // c4..c6 bin8/16/32 length
-  2, 3, 5, // c7..c9 ext8/16/32 length + type
-  4, 8, // ca, cb float32/64
-  1, 2, 4, 8, // cc..cf uint8..64
-  1, 2, 4, 8, // d0..d3 int8..64
-  1, 1, 1, 1, 1, // d4..d8 fixext 1..16: type byte
-  1, 2, 4, // d9..db str8/16/32 length
-  2, 4, // dc, dd array16/32
-  2, 4, // de, df map16/32
+  0,
+  -1,
+  0,
+  0, // c0 nil, c1 never used, c2 false, c3 true
+  1,
+  2,
+  4, // c4..c6 bin8/16/32 length
+  2,
+  3,
+  5, // c7..c9 ext8/16/32 length + type
+  4,
+  8, // ca, cb float32/64
+  1,
+  2,
+  4,
+  8, // cc..cf uint8..64
+  1,
+  2,
+  4,
+  8, // d0..d3 int8..64
+  1,
+  1,
+  1,
+  1,
+  1, // d4..d8 fixext 1..16: type byte
+  1,
+  2,
+  4, // d9..db str8/16/32 length
+  2,
+  4, // dc, dd array16/32
+  2,
+  4, // de, df map16/32
 ]
 
 /**

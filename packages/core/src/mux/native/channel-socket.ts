@@ -244,9 +244,7 @@ export class ChannelSocket extends Duplex {
   muxReset(reason: string): void {
     this.resetByPeer = true
     this.release()
-    this.destroyWhenDelivered(
-      new DhtnetError('CHANNEL_RESET', `channel "${this.name}" was reset by the peer: ${reason || 'no reason given'}`),
-    )
+    this.destroyWhenDelivered(new DhtnetError('CHANNEL_RESET', `channel "${this.name}" was reset by the peer: ${reason || 'no reason given'}`))
   }
 
   /**

@@ -209,10 +209,7 @@ export class Multiplexer extends EventEmitter implements Mux {
     this.channelWindow = Math.min(options.channelWindowBytes ?? 1024 * KiB, 0xffffffff)
     this.sendHighWater = options.sendHighWaterBytes ?? 512 * KiB
     this.datagramHighWater = options.datagramHighWaterBytes ?? 256 * KiB
-    this.maxDataPayload = Math.max(
-      1,
-      Math.min(options.maxFramePayloadBytes ?? 64 * KiB, this.reliable.maxMessageSize - FRAME_HEADER_BYTES),
-    )
+    this.maxDataPayload = Math.max(1, Math.min(options.maxFramePayloadBytes ?? 64 * KiB, this.reliable.maxMessageSize - FRAME_HEADER_BYTES))
     this.maxChannels = options.maxChannels ?? 1024
     this.maxPendingRequests = options.maxPendingRequests ?? 512
     this.openTimeoutMs = options.openTimeoutMs ?? 30000
@@ -225,22 +222,20 @@ export class Multiplexer extends EventEmitter implements Mux {
     if (this.channelWindow < 1) throw new DhtnetError('INVALID_ARGUMENT', 'channelWindowBytes must be at least 1')
     if (this.connectionWindow < this.maxDataPayload) throw new DhtnetError('INVALID_ARGUMENT', 'connectionWindowBytes must hold at least one frame')
 
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const mux = this
     this.streamHost = {
-      closedError: () => (mux._closed ? mux.channelCloseError() : undefined),
-      sendControl: (frame) => mux.sendControl(frame),
-      wantSend: (ch) => mux.schedule(ch),
-      release: (ch) => mux.releaseChannel(ch),
-      connectionConsumed: (bytes) => mux.connectionConsumed(bytes),
+      closedError: () => (this._closed ? this.channelCloseError() : undefined),
+      sendControl: (frame) => this.sendControl(frame),
+      wantSend: (ch) => this.schedule(ch),
+      release: (ch) => this.releaseChannel(ch),
+      connectionConsumed: (bytes) => this.connectionConsumed(bytes),
     }
     this.datagramHost = {
-      sendDatagram: (ch, payload) => mux.sendDatagram(ch, payload),
-      maxDatagramPayload: () => (mux.datagram ?? mux.reliable).maxMessageSize - FRAME_HEADER_BYTES,
+      sendDatagram: (ch, payload) => this.sendDatagram(ch, payload),
+      maxDatagramPayload: () => (this.datagram ?? this.reliable).maxMessageSize - FRAME_HEADER_BYTES,
       closeDatagram: (ch) => {
-        if (mux.channelTable.get(ch.channelId) !== ch) return
-        mux.channelTable.delete(ch.channelId)
-        mux.sendControl(encodeFrame(FrameType.EOF, ch.channelId))
+        if (this.channelTable.get(ch.channelId) !== ch) return
+        this.channelTable.delete(ch.channelId)
+        this.sendControl(encodeFrame(FrameType.EOF, ch.channelId))
       },
     }
 
@@ -395,18 +390,13 @@ export class Multiplexer extends EventEmitter implements Mux {
         reject(err)
       }
       const timer = setTimeout(
-        () =>
-          fail(
-            new DhtnetError('TIMEOUT', `the peer did not answer the request for channel "${name}" within ${timeoutMs} ms`),
-            'open timed out',
-          ),
+        () => fail(new DhtnetError('TIMEOUT', `the peer did not answer the request for channel "${name}" within ${timeoutMs} ms`), 'open timed out'),
         timeoutMs,
       )
       timer.unref()
       const pending: PendingOpen = { name, kind, resolve, reject, timer }
       if (signal) {
-        const onAbort = (): void =>
-          fail(new DhtnetError('ABORTED', `opening channel "${name}" was aborted`, { cause: signal.reason }), 'open aborted')
+        const onAbort = (): void => fail(new DhtnetError('ABORTED', `opening channel "${name}" was aborted`, { cause: signal.reason }), 'open aborted')
         signal.addEventListener('abort', onAbort, { once: true })
         pending.cleanupSignal = () => signal.removeEventListener('abort', onAbort)
       }
@@ -476,10 +466,7 @@ export class Multiplexer extends EventEmitter implements Mux {
   private sendControl(frame: Buffer, reply = false): void {
     if (this._closed) return
     if (reply && this.reliable.bufferedAmount > this.sendHighWater + this.maxControlBacklog) {
-      this.shutdown(
-        protocolError(`the peer keeps sending requests but does not read the answers (${this.reliable.bufferedAmount} bytes queued)`),
-        false,
-      )
+      this.shutdown(protocolError(`the peer keeps sending requests but does not read the answers (${this.reliable.bufferedAmount} bytes queued)`), false)
       return
     }
     try {
@@ -520,6 +507,7 @@ export class Multiplexer extends EventEmitter implements Mux {
     if (this.pumping || this._closed) return
     this.pumping = true
     try {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the loop body can close us (TypeScript keeps the narrowing from the check above)
       while (this.ready.length > 0 && !this._closed) {
         if (this.sendBlocked()) {
           this.waitForDrain()
@@ -595,11 +583,11 @@ export class Multiplexer extends EventEmitter implements Mux {
       this.handleFrame(message)
     } catch (err) {
       // a bug here or in an application listener: never let it escape into the transport's event loop
-      this.log('error', `multiplexer: error while handling a frame: ${(err as Error)?.stack ?? String(err)}`)
+      this.log('error', `multiplexer: error while handling a frame: ${(err as Error | undefined)?.stack ?? String(err)}`)
       this.shutdown(
         err instanceof DhtnetError && err.code === 'PROTOCOL_ERROR'
           ? err
-          : new DhtnetError('INTERNAL_ERROR', `error while handling a frame: ${(err as Error)?.message ?? String(err)}`, { cause: err }),
+          : new DhtnetError('INTERNAL_ERROR', `error while handling a frame: ${(err as Error | undefined)?.message ?? String(err)}`, { cause: err }),
         true,
       )
     }
@@ -671,10 +659,7 @@ export class Multiplexer extends EventEmitter implements Mux {
         return this.onPong(body)
       case FrameType.GOAWAY: {
         const reason = body.toString('utf8')
-        this.shutdown(
-          new DhtnetError('CONNECTION_CLOSED', `the peer closed the connection${reason ? `: ${reason}` : ''}`),
-          false,
-        )
+        this.shutdown(new DhtnetError('CONNECTION_CLOSED', `the peer closed the connection${reason ? `: ${reason}` : ''}`), false)
         return
       }
       default:
@@ -701,11 +686,9 @@ export class Multiplexer extends EventEmitter implements Mux {
       this.connectionSendCredit = Infinity // a peer without connection flow control
     }
     if (version !== MUX_PROTOCOL_VERSION) {
-      throw new DhtnetError(
-        'PROTOCOL_ERROR',
-        `the peer speaks multiplexer protocol version ${version}; this implementation speaks ${MUX_PROTOCOL_VERSION}`,
-        { hint: 'upgrade the older side' },
-      )
+      throw new DhtnetError('PROTOCOL_ERROR', `the peer speaks multiplexer protocol version ${version}; this implementation speaks ${MUX_PROTOCOL_VERSION}`, {
+        hint: 'upgrade the older side',
+      })
     }
     if (this.helloPending) {
       this.helloPending = false
@@ -736,18 +719,16 @@ export class Multiplexer extends EventEmitter implements Mux {
 
     let decision: ChannelRequestDecision | Promise<ChannelRequestDecision>
     try {
-      decision = this.onChannelRequest
-        ? this.onChannelRequest(request.name, kind)
-        : this.listenerCount(kind === 'stream' ? 'channel' : 'datagram-channel') > 0
+      decision = this.onChannelRequest ? this.onChannelRequest(request.name, kind) : this.listenerCount(kind === 'stream' ? 'channel' : 'datagram-channel') > 0
     } catch (err) {
-      this.log('warn', `multiplexer: onChannelRequest threw: ${(err as Error)?.message ?? String(err)}`)
+      this.log('warn', `multiplexer: onChannelRequest threw: ${(err as Error | undefined)?.message ?? String(err)}`)
       decision = { accept: false, reason: 'the channel request handler failed' }
     }
     if (decision instanceof Promise) {
       decision.then(
         (d) => this.answerRequest(id, request, d),
         (err) => {
-          this.log('warn', `multiplexer: onChannelRequest failed: ${(err as Error)?.message ?? String(err)}`)
+          this.log('warn', `multiplexer: onChannelRequest failed: ${(err as Error | undefined)?.message ?? String(err)}`)
           this.answerRequest(id, request, { accept: false, reason: 'the channel request handler failed' })
         },
       )
@@ -756,7 +737,8 @@ export class Multiplexer extends EventEmitter implements Mux {
     }
   }
 
-  private answerRequest(id: number, request: PendingRequest, decision: ChannelRequestDecision): void {
+  // decision: what the application returned (a JavaScript caller may return anything, null included)
+  private answerRequest(id: number, request: PendingRequest, decision: ChannelRequestDecision | null | undefined): void {
     // the opener gave up (RESET) or the multiplexer closed meanwhile
     if (this._closed || this.pendingRequests.get(id) !== request) return
     this.pendingRequests.delete(id)
@@ -794,9 +776,7 @@ export class Multiplexer extends EventEmitter implements Mux {
   private onDecline(id: number, reason: string): void {
     const pending = this.forgetPendingOpen(id)
     if (!pending) return this.ignore(FrameType.DECLINE, id)
-    pending.reject(
-      new DhtnetError('CHANNEL_DECLINED', `the peer declined channel "${pending.name}": ${reason || 'no reason given'}`),
-    )
+    pending.reject(new DhtnetError('CHANNEL_DECLINED', `the peer declined channel "${pending.name}": ${reason || 'no reason given'}`))
   }
 
   private onReset(id: number, reason: string): void {
@@ -873,10 +853,7 @@ export class Multiplexer extends EventEmitter implements Mux {
   // ---- closing ----
 
   private readonly onTransportClose = (err?: Error): void => {
-    this.shutdown(
-      new DhtnetError('CONNECTION_CLOSED', `the connection closed${err?.message ? `: ${err.message}` : ''}`, { cause: err }),
-      false,
-    )
+    this.shutdown(new DhtnetError('CONNECTION_CLOSED', `the connection closed${err?.message ? `: ${err.message}` : ''}`, { cause: err }), false)
   }
 
   private channelCloseError(): Error {
@@ -929,7 +906,7 @@ export class Multiplexer extends EventEmitter implements Mux {
       if (!this.reliable.closed) this.reliable.close(err)
       if (this.datagram && !this.datagram.closed) this.datagram.close(err)
     } catch (e) {
-      this.log('warn', `multiplexer: closing the transport failed: ${(e as Error)?.message ?? String(e)}`)
+      this.log('warn', `multiplexer: closing the transport failed: ${(e as Error | undefined)?.message ?? String(e)}`)
     }
     this.emit('close', err)
   }

@@ -201,6 +201,7 @@ export class StreamMessageTransport extends EventEmitter implements MessageTrans
     this._bytesIn += chunk.length
     const len = chunk.length
     let off = 0
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the loop body can close us (TypeScript keeps the narrowing from the check above)
     while (off < len && !this._closed) {
       const partial = this.partial
       if (partial) {
@@ -227,9 +228,7 @@ export class StreamMessageTransport extends EventEmitter implements MessageTrans
         size = this.prefix.readUInt32BE(0)
       }
       if (size > this.maxMessageSize) {
-        this.close(
-          new DhtnetError('PROTOCOL_ERROR', `the peer sent a message of ${size} bytes; the limit is ${this.maxMessageSize}`),
-        )
+        this.close(new DhtnetError('PROTOCOL_ERROR', `the peer sent a message of ${size} bytes; the limit is ${this.maxMessageSize}`))
         return
       }
       if (len - off >= size) {
@@ -249,8 +248,8 @@ export class StreamMessageTransport extends EventEmitter implements MessageTrans
       this.emit('message', message)
     } catch (err) {
       // a listener's bug must not escape into the stream's event loop
-      this.log('error', `a 'message' listener threw: ${(err as Error)?.stack ?? String(err)}`)
-      this.close(new DhtnetError('INTERNAL_ERROR', `a 'message' listener threw: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+      this.log('error', `a 'message' listener threw: ${(err as Error | undefined)?.stack ?? String(err)}`)
+      this.close(new DhtnetError('INTERNAL_ERROR', `a 'message' listener threw: ${(err as Error | undefined)?.message ?? String(err)}`, { cause: err }))
     }
   }
 

@@ -109,7 +109,7 @@ export class StunMessageBuilder {
       offset += 4 + ((a.value.length + 3) & ~3)
     }
     if (withMi) {
-      const mac = computeIntegrity(out, offset, options.integrityKey!)
+      const mac = computeIntegrity(out, offset, options.integrityKey)
       out.writeUInt16BE(StunAttr.MESSAGE_INTEGRITY, offset)
       out.writeUInt16BE(20, offset + 2)
       mac.copy(out, offset + 4)

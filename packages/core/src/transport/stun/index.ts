@@ -1,6 +1,18 @@
 export {
-  MAGIC_COOKIE, HEADER_BYTES, TRANSACTION_ID_BYTES, FINGERPRINT_XOR, StunMethod, StunAttr, StunErrorCode,
-  messageType, methodOf, classOf, BINDING_REQUEST, BINDING_SUCCESS, BINDING_ERROR, BINDING_INDICATION,
+  MAGIC_COOKIE,
+  HEADER_BYTES,
+  TRANSACTION_ID_BYTES,
+  FINGERPRINT_XOR,
+  StunMethod,
+  StunAttr,
+  StunErrorCode,
+  messageType,
+  methodOf,
+  classOf,
+  BINDING_REQUEST,
+  BINDING_SUCCESS,
+  BINDING_ERROR,
+  BINDING_INDICATION,
 } from './constants.js'
 export type { StunClass } from './constants.js'
 export { StunMessage, looksLikeStun, DEFAULT_MAX_STUN_BYTES, DEFAULT_MAX_STUN_ATTRIBUTES } from './message.js'

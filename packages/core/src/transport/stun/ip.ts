@@ -57,7 +57,7 @@ export function bytesToIp(bytes: Uint8Array): string {
   }
   let bestStart = -1
   let bestLen = 0
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++
       continue

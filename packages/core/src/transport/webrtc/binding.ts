@@ -67,7 +67,9 @@ export function checkBindingMessage(message: Buffer, peerCertificate: X509Certif
   }
   const ok = verify('sha256', payload(parties), peerCertificate.publicKey, message.subarray(MAGIC.length))
   if (!ok) {
-    const expected = createHash('sha256').update(peerCertificate.publicKey.export({ type: 'spki', format: 'der' })).digest('hex')
+    const expected = createHash('sha256')
+      .update(peerCertificate.publicKey.export({ type: 'spki', format: 'der' }))
+      .digest('hex')
     throw new DhtnetError(
       'IDENTITY_MISMATCH',
       `the device at the other end of this connection is not ${expected.slice(0, 16)}…, the device that signed the signalling: ` +

@@ -57,7 +57,7 @@ export class DataChannelTransport extends EventEmitter implements MessageTranspo
     })
     dc.onMessage((msg) => {
       if (this._closed) return
-      const buf = Buffer.isBuffer(msg) ? msg : typeof msg === 'string' ? Buffer.from(msg, 'utf8') : Buffer.from(msg as ArrayBuffer)
+      const buf = Buffer.isBuffer(msg) ? msg : typeof msg === 'string' ? Buffer.from(msg, 'utf8') : Buffer.from(msg)
       this._bytesReceived += buf.length
       if (this.firstWaiter) {
         const waiter = this.firstWaiter

@@ -29,7 +29,10 @@ export type IceMessageKind = 'sdp' | 'dhtnet-ice' | 'unknown'
  */
 export function classifyIceMessage(msg: string): IceMessageKind {
   if (msg.startsWith('v=0') && /^m=application /m.test(msg)) return 'sdp'
-  const lines = msg.split('\n').map((l) => l.trim()).filter((l) => l.length > 0)
+  const lines = msg
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0)
   if (lines.length >= 2 && /^\S+$/.test(lines[0]!) && /^\S+$/.test(lines[1]!)) {
     const candidates = lines.slice(2)
     if (candidates.length === 0 || candidates.some((l) => /^\S+ \d+ (UDP|TCP) \d+ \S+ \d+ typ \w+/i.test(l))) return 'dhtnet-ice'
@@ -53,5 +56,8 @@ export function checkRemoteSdp(sdp: string, what: string): string {
 
 /** The candidate lines of an SDP (for diagnostics). */
 export function sdpCandidates(sdp: string): string[] {
-  return sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => l.slice(2))
+  return sdp
+    .split(/\r?\n/)
+    .filter((l) => l.startsWith('a=candidate:'))
+    .map((l) => l.slice(2))
 }

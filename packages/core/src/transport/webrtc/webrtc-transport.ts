@@ -70,7 +70,7 @@ export class WebRtcTransport implements Transport {
     this.log = options.logger
     const loopback = options.bindAddress !== undefined && /^(127\.|::1$|localhost$)/.test(options.bindAddress)
     const first = servers[0]
-    this.udpCheck = first && !loopback ? new UdpReachability({ hostname: first.hostname, port: first.port ?? 3478 }, { bindAddress: options.bindAddress, log: this.log }) : undefined
+    this.udpCheck = first && !loopback ? new UdpReachability({ hostname: first.hostname, port: first.port }, { bindAddress: options.bindAddress, log: this.log }) : undefined
   }
 
   /** Load the native library in the background (it is needed as soon as a connection starts). */
@@ -84,7 +84,14 @@ export class WebRtcTransport implements Transport {
     const peerTag = context.connectionId.toString(16).slice(-8)
     const { rtc, mapping } = await this.newPeer(role, `${role === 'offerer' ? 'to' : 'from'}-${peerTag}`)
     const udp = this.udpCheck?.check()
-    const session = new WebRtcSession(rtc, this.options.identity, context, this.options.answererChecksDelayMs ?? ANSWERER_CHECKS_DELAY_MS, udp, this.options.udpBlockedGraceMs ?? UDP_BLOCKED_GRACE_MS)
+    const session = new WebRtcSession(
+      rtc,
+      this.options.identity,
+      context,
+      this.options.answererChecksDelayMs ?? ANSWERER_CHECKS_DELAY_MS,
+      udp,
+      this.options.udpBlockedGraceMs ?? UDP_BLOCKED_GRACE_MS,
+    )
     this.sessions.add(session)
     rtc.once('close', () => this.sessions.delete(session))
     try {
@@ -213,9 +220,7 @@ class WebRtcSession implements TransportSession {
       void this.udp?.then((r) => {
         if (cancelled || r.verdict !== 'blocked' || peerOnOurSubnet(remoteSdp)) return
         timer = setTimeout(() => {
-          reject(
-            new DhtnetError('UDP_BLOCKED', `UDP seems blocked on this network (${r.detail}): WebRTC found no path to the peer within ${this.udpBlockedGraceMs / 1000} s`),
-          )
+          reject(new DhtnetError('UDP_BLOCKED', `UDP seems blocked on this network (${r.detail}): WebRTC found no path to the peer within ${this.udpBlockedGraceMs / 1000} s`))
         }, this.udpBlockedGraceMs)
         timer.unref()
       })
@@ -295,7 +300,7 @@ function ipv4ToInt(ip: string): number {
 
 function sameIpv4Net(a: string, b: string, mask: string): boolean {
   const m = ipv4ToInt(mask)
-  return ((ipv4ToInt(a) & m) >>> 0) === ((ipv4ToInt(b) & m) >>> 0)
+  return (ipv4ToInt(a) & m) >>> 0 === (ipv4ToInt(b) & m) >>> 0
 }
 
 function v6Prefix64(ip: string): string {
@@ -303,7 +308,10 @@ function v6Prefix64(ip: string): string {
   const h = head ? head.split(':') : []
   const t = tail ? tail.split(':') : []
   const groups = ip.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h
-  return groups.slice(0, 4).map((g) => parseInt(g || '0', 16).toString(16)).join(':')
+  return groups
+    .slice(0, 4)
+    .map((g) => parseInt(g || '0', 16).toString(16))
+    .join(':')
 }
 
 /** A connected WebRTC peer as a Link: the reliable and the datagram data channels. */

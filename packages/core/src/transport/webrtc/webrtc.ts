@@ -206,7 +206,10 @@ export class WebRtcPeer extends EventEmitter {
     this.heldCandidates = []
     if (this._state === 'closed') return
     const relays = held.filter(isRelayCandidate)
-    this.addRemoteCandidates(held.filter((c) => !isRelayCandidate(c)), this.heldMid)
+    this.addRemoteCandidates(
+      held.filter((c) => !isRelayCandidate(c)),
+      this.heldMid,
+    )
     this.addRelayCandidatesLater(relays, this.heldMid)
   }
 
@@ -315,7 +318,7 @@ export class WebRtcPeer extends EventEmitter {
           cleanup()
           resolve()
         },
-        (err) => {
+        (err: Error) => {
           cleanup()
           reject(err)
         },
@@ -396,8 +399,9 @@ export class WebRtcPeer extends EventEmitter {
         // ignore
       }
     }
-    this.reliable?.close(err)
-    this.datagram?.close(err)
+    // undefined until the channels are created (the fields are declared for the connected state)
+    ;(this.reliable as DataChannelTransport | undefined)?.close(err)
+    ;(this.datagram as DataChannelTransport | undefined)?.close(err)
     try {
       this.pc.close()
     } catch {
@@ -452,7 +456,10 @@ export class WebRtcPeer extends EventEmitter {
           else resolve()
         }
         const onGathered = () => finish()
-        void until?.then(() => finish(), () => {})
+        void until?.then(
+          () => finish(),
+          () => {},
+        )
         this.on('gathered', onGathered)
         this.on('close', onClose)
         signal?.addEventListener('abort', onAbort, { once: true })
@@ -509,7 +516,9 @@ export class WebRtcPeer extends EventEmitter {
     } catch {
       return
     }
-    if (pcState !== 'connected' || !this.reliable?.isOpen || !this.datagram?.isOpen) return
+    const reliable = this.reliable as DataChannelTransport | undefined // undefined until the channels are created
+    const datagram = this.datagram as DataChannelTransport | undefined
+    if (pcState !== 'connected' || !reliable?.isOpen || !datagram?.isOpen) return
     // Only meaningful once connected: before the handshake libdatachannel reports an empty sha-1 value.
     const presented = this.pc.remoteFingerprint()
     const got = normalizeFingerprint(presented.value)
