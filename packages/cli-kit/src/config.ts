@@ -58,9 +58,12 @@ export const secondsKey: KeyChecker = (v, c) => {
 
 /** `host[:port]` string or a list of them (comma-separated entries split). */
 export const bootstrapKey: KeyChecker = (v, c) => {
-  const list = typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : null
+  const list = typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : null
   if (!list) throw c.bad('a host[:port] string or a list of them', v)
-  return list.flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '')
+  return list
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
 }
 
 /** A list of non-empty strings (a single string is a list of one), each at most `maxLength` characters. */
@@ -163,7 +166,13 @@ export async function readConfigFile(path: string, schema: ConfigSchema): Promis
 /** The first of `paths` that exists, if any. */
 export async function findFirstExisting(paths: readonly string[]): Promise<string | undefined> {
   for (const p of paths) {
-    if (await access(p).then(() => true, () => false)) return p
+    if (
+      await access(p).then(
+        () => true,
+        () => false,
+      )
+    )
+      return p
   }
   return undefined
 }

@@ -7,7 +7,16 @@
 import { isIP } from 'node:net'
 import { basename } from 'node:path'
 import { Option, type Command } from 'commander'
-import { PUBLIC_BOOTSTRAP_NODES, TRANSPORT_POLICIES, TURN_TRANSPORTS, isDhtnetError, parsePeerId, type ParsedPeerId, type TransportPolicy, type TurnTransportChoice } from '@dhtnet/core'
+import {
+  PUBLIC_BOOTSTRAP_NODES,
+  TRANSPORT_POLICIES,
+  TURN_TRANSPORTS,
+  isDhtnetError,
+  parsePeerId,
+  type ParsedPeerId,
+  type TransportPolicy,
+  type TurnTransportChoice,
+} from '@dhtnet/core'
 import type { CommonConfig } from './config.js'
 import { UsageError } from './errors.js'
 import type { Verbosity } from './log.js'
@@ -68,7 +77,13 @@ export interface CommonOptions {
 export const DEFAULT_TIMEOUT_S = 30
 
 export function collectList(value: string, previous: string[]): string[] {
-  return [...previous, ...value.split(',').map((s) => s.trim()).filter((s) => s !== '')]
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
+  ]
 }
 
 function count(_value: string | undefined, previous: number): number {
@@ -83,7 +98,9 @@ export function versionOption(): Option {
 /** The network and identity flags (DHTNet's) in the order the tools' help lists them. */
 export function networkOptions(): Option[] {
   return [
-    new Option('-b, --bootstrap <host[:port]>', 'DHT bootstrap node (repeatable, or comma separated; default port 4222); "none": LAN discovery only').argParser(collectList).default([], 'the public OpenDHT network plus LAN discovery'),
+    new Option('-b, --bootstrap <host[:port]>', 'DHT bootstrap node (repeatable, or comma separated; default port 4222); "none": LAN discovery only')
+      .argParser(collectList)
+      .default([], 'the public OpenDHT network plus LAN discovery'),
     new Option('-t, --turn_host <address>', 'TURN server (enables TURN)'),
     new Option('-u, --turn_user <user>', 'TURN user name'),
     new Option('-w, --turn_pass <secret>', 'TURN password'),
@@ -105,7 +122,10 @@ export function runOptions(): Option[] {
   return [
     new Option('--no-upnp', 'do not map a port with UPnP'),
     new Option('--bind <address>', 'bind the DHT and ICE sockets to this local address only (e.g. 127.0.0.1)'),
-    new Option('--transport <policy>', 'auto: ICE-TCP + TLS and WebRTC, the first path up wins; tcp: ICE-TCP + TLS only (DHTNet\'s, the only one C++ devices speak); webrtc: UDP only').default(undefined, 'auto'),
+    new Option(
+      '--transport <policy>',
+      "auto: ICE-TCP + TLS and WebRTC, the first path up wins; tcp: ICE-TCP + TLS only (DHTNet's, the only one C++ devices speak); webrtc: UDP only",
+    ).default(undefined, 'auto'),
     new Option('--verbose', 'print progress messages on stderr').default(false),
     new Option('-q, --quiet', 'print errors only').default(false),
     new Option('--timeout <seconds>', 'client: give up connecting after this many seconds (default 30)'),
@@ -120,9 +140,9 @@ export function addOptions(program: Command, options: readonly Option[]): Comman
 /** The shared flags out of commander's parsed values. */
 export function readCommonArgs(program: Command): CommonArgs {
   const o = program.opts<Record<string, unknown>>()
-  const str = (k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined)
+  const str = (k: string): string | undefined => (typeof o[k] === 'string' ? o[k] : undefined)
   return {
-    bootstrap: (o.bootstrap as string[]) ?? [],
+    bootstrap: Array.isArray(o.bootstrap) ? (o.bootstrap as string[]) : [],
     ...pickDefined('turnHost', str('turn_host')),
     ...pickDefined('turnUser', str('turn_user')),
     ...pickDefined('turnPass', str('turn_pass')),
@@ -200,7 +220,10 @@ export function checkTransport(value: string | undefined): TransportPolicy {
 export function checkTurnTransport(value: string | undefined): TurnTransportChoice | undefined {
   if (value === undefined) return undefined
   if ((TURN_TRANSPORTS as readonly string[]).includes(value)) return value as TurnTransportChoice
-  throw new UsageError(`--turn_transport must be one of ${TURN_TRANSPORTS.join(', ')}, got "${value.slice(0, 16)}"`, 'without it one TURN server serves both the UDP relay (WebRTC) and the TCP relay (ICE-TCP)')
+  throw new UsageError(
+    `--turn_transport must be one of ${TURN_TRANSPORTS.join(', ')}, got "${value.slice(0, 16)}"`,
+    'without it one TURN server serves both the UDP relay (WebRTC) and the TCP relay (ICE-TCP)',
+  )
 }
 
 /** --timeout in seconds (flag wins over the YAML `timeout`), 0 < t <= 86400. */

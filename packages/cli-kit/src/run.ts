@@ -66,7 +66,7 @@ export async function runCli<A extends { versionCount: number }>(spec: CliSpec<A
     const { message, hint } = describeError(err)
     process.stderr.write(`${spec.tool}: ${chalkStderr.red.bold('error:')} ${message}\n${hint ? `${spec.tool}: hint: ${hint}\n` : ''}`)
     const debugVar = `${spec.tool.toUpperCase()}_DEBUG`
-    if (!(err instanceof UsageError) && process.env[debugVar]) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`)
+    if (!(err instanceof UsageError) && process.env[debugVar]) process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
     process.exit(exitCodeFor(err, spec.exitCodes))
   }
 }
@@ -84,7 +84,8 @@ export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SI
 
 /** 128 + the signal's number, the shell's convention for "killed by": 130 for SIGINT, 143 for SIGTERM. */
 export function signalExitCode(signal: NodeJS.Signals): number {
-  return 128 + (constants.signals[signal] ?? 15)
+  // a signal name this platform does not know (typed as known) counts as SIGTERM
+  return 128 + ((constants.signals as Partial<Record<string, number>>)[signal] ?? 15)
 }
 
 export interface SignalHandling {

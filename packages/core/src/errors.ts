@@ -147,6 +147,11 @@ export function isDhtnetError(err: unknown, code?: ErrorCode): err is DhtnetErro
   return err instanceof DhtnetError && (code === undefined || err.code === code)
 }
 
+/** The message of anything thrown: an Error's message, else its text. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
 /** Reject with an ABORTED error if the signal is already aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new DhtnetError('ABORTED', 'operation aborted', { cause: signal.reason })

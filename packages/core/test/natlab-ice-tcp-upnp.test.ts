@@ -66,7 +66,9 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number) {
     await server.waitFor('device A ready', (_l, j) => j?.event === 'ready' || j?.event === 'result', 30_000)
     // the mapping is made in the background at start: let it finish before B asks (it takes ~20 ms over NAT-PMP)
     if (upnp) await server.waitFor('the TCP mapping', (l) => l.includes('ice-tcp: TCP port'), 10_000).catch(() => undefined)
-    const client = started(startDevice(net.hostB, `${name}:hB`, { mode: 'connect', key: b.key, cert: b.cert, iceServers: [STUN_URL], transport: 'tcp', peer: a.id, bytes: BYTES, timeoutMs }))
+    const client = started(
+      startDevice(net.hostB, `${name}:hB`, { mode: 'connect', key: b.key, cert: b.cert, iceServers: [STUN_URL], transport: 'tcp', peer: a.id, bytes: BYTES, timeoutMs }),
+    )
     procs.push(client)
     const exited = await Promise.race([client.exited, new Promise<null>((r) => setTimeout(() => r(null), 25_000 + timeoutMs + 20_000).unref())])
     if (exited === null) await client.stop()
@@ -84,7 +86,10 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number) {
       miniupnpdLog: miniupnpd.output,
       rulesAfter: miniupnpdRules(net.routerA),
       upnpcAfter: upnpcList(net.hostA),
-      logs: `--- hB (eim, connecting) ---\n${client.output.slice(-25).join('\n')}\n--- hA (sym, upnp ${upnp}) ---\n${outA.slice(-25).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output.filter((l) => !l.includes('table_cb')).slice(-15).join('\n')}`,
+      logs: `--- hB (eim, connecting) ---\n${client.output.slice(-25).join('\n')}\n--- hA (sym, upnp ${upnp}) ---\n${outA.slice(-25).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output
+        .filter((l) => !l.includes('table_cb'))
+        .slice(-15)
+        .join('\n')}`,
     }
   } finally {
     for (const p of procs.reverse()) {
@@ -131,7 +136,10 @@ describe('NAT lab: ICE-TCP reached through its UPnP/NAT-PMP TCP port mapping (mi
     assert.ok(line, `A reported no TCP mapping: ${why}`)
     const [, localPort, extIp, extPort] = /TCP port (\d+) mapped on the gateway as ([\d.]+):(\d+)/.exec(line)!
     assert.equal(extIp, NET.routerWan.A, "the mapping is on router A's WAN address")
-    assert.ok(r.miniupnpdLog.some((l) => l.includes(`NAT-PMP port mapping request : ${extPort}->${NET.host.A}:${localPort} tcp`)), `miniupnpd did not log the TCP mapping:\n${r.logs}`)
+    assert.ok(
+      r.miniupnpdLog.some((l) => l.includes(`NAT-PMP port mapping request : ${extPort}->${NET.host.A}:${localPort} tcp`)),
+      `miniupnpd did not log the TCP mapping:\n${r.logs}`,
+    )
 
     // B's path: ICE-TCP, its host active candidate to A's mapped srflx passive one; no relay anywhere
     assert.equal(r.result.transport, 'ice-tcp', why)
@@ -146,7 +154,12 @@ describe('NAT lab: ICE-TCP reached through its UPnP/NAT-PMP TCP port mapping (mi
     assert.doesNotMatch(r.rulesAfter, new RegExp(`dport ${extPort}\\b`), `router A still forwards ${extPort}:\n${r.rulesAfter}`)
     assert.match(r.upnpcAfter, /ExternalIPAddress = 198\.51\.100\.101/, `upnpc could not list the mappings:\n${r.upnpcAfter}`)
     assert.doesNotMatch(r.upnpcAfter, new RegExp(`TCP\\s+${extPort}->`), `miniupnpd still lists the mapping:\n${r.upnpcAfter}`)
-    assert.ok(r.miniupnpdLog.some((l) => l.includes(`NAT-PMP TCP port ${extPort} mapping removed`)), `miniupnpd did not log the removal:\n${r.logs}`)
-    process.stdout.write(`ICE-TCP via TCP mapping: ${extIp}:${extPort} → ${NET.host.A}:${localPort}; connect ${String(r.result.connectMs)} ms, ${String(r.result.mbPerS)} MB/s (informative)\n`)
+    assert.ok(
+      r.miniupnpdLog.some((l) => l.includes(`NAT-PMP TCP port ${extPort} mapping removed`)),
+      `miniupnpd did not log the removal:\n${r.logs}`,
+    )
+    process.stdout.write(
+      `ICE-TCP via TCP mapping: ${extIp}:${extPort} → ${NET.host.A}:${localPort}; connect ${String(r.result.connectMs)} ms, ${String(r.result.mbPerS)} MB/s (informative)\n`,
+    )
   })
 })

@@ -96,7 +96,16 @@ describe('NAT lab: networks that block UDP (TURN over TCP, UDP_BLOCKED)', { time
 
   test('a wrong TURN password: TURN_AUTH_FAILED within the timeout, no password in any log', { skip }, async () => {
     const wrong = 'Wr0ng-natlab-passw0rd-7c1e'
-    const r = await run({ name: 'blockudp-eim bad password', natA: 'blockudp', natB: 'eim', servers: 'stun', turn: { passA: wrong, onlyA: true }, bytes: MiB, timeoutMs: 20_000, keepLogs: true })
+    const r = await run({
+      name: 'blockudp-eim bad password',
+      natA: 'blockudp',
+      natB: 'eim',
+      servers: 'stun',
+      turn: { passA: wrong, onlyA: true },
+      bytes: MiB,
+      timeoutMs: 20_000,
+      keepLogs: true,
+    })
     const why = `${r.code ?? ''} ${r.message ?? ''}\n${r.logs}`
     assert.equal(r.ok, false, why)
     assert.equal(r.code, 'TURN_AUTH_FAILED', why)

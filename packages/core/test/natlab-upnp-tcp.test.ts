@@ -67,7 +67,11 @@ async function runCase(via: 'natpmp' | 'upnp'): Promise<void> {
       candidate: { address: string; port: number; localAddress: string }
       message?: string
     }
-    const logs = (): string => `--- host A ---\n${host.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output.filter((l) => !l.includes('table_cb')).slice(-15).join('\n')}`
+    const logs = (): string =>
+      `--- host A ---\n${host.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output
+        .filter((l) => !l.includes('table_cb'))
+        .slice(-15)
+        .join('\n')}`
     assert.equal(mapped.event, 'mapped', `${mapped.message}\n${logs()}`)
     const m = mapped.mapping
     assert.equal(m.protocol, 'TCP')
@@ -90,13 +94,20 @@ async function runCase(via: 'natpmp' | 'upnp'): Promise<void> {
     // close: the mapping is removed and the port is closed again
     const exit = await host.stop(10_000)
     assert.equal(exit.code, 0, logs())
-    assert.ok(host.output.some((l) => l.includes('"event":"closed"')), logs())
+    assert.ok(
+      host.output.some((l) => l.includes('"event":"closed"')),
+      logs(),
+    )
     const rulesAfter = miniupnpdRules(net.routerA)
     assert.doesNotMatch(rulesAfter, new RegExp(`dport ${m.externalPort}\\b`), `router A still forwards ${m.externalPort}:\n${rulesAfter}`)
     const listAfter = upnpcList(net.hostA)
     assert.match(listAfter, /ExternalIPAddress = 198\.51\.100\.101/, `upnpc could not list the mappings:\n${listAfter}`)
     assert.doesNotMatch(listAfter, new RegExp(`TCP\\s+${m.externalPort}->`), `miniupnpd still lists the mapping:\n${listAfter}`)
-    if (via === 'natpmp') assert.ok(miniupnpd.output.some((l) => l.includes(`NAT-PMP TCP port ${m.externalPort} mapping removed`)), `miniupnpd did not log the removal:\n${logs()}`)
+    if (via === 'natpmp')
+      assert.ok(
+        miniupnpd.output.some((l) => l.includes(`NAT-PMP TCP port ${m.externalPort} mapping removed`)),
+        `miniupnpd did not log the removal:\n${logs()}`,
+      )
     const closed = await probe(NET.routerWan.A, m.externalPort)
     assert.equal(closed.ok, false, 'the port is no longer reachable')
   } finally {

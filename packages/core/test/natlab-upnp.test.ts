@@ -96,7 +96,10 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number): Promise<
       miniupnpdLog: miniupnpd.output,
       rulesAfter: miniupnpdRules(net.routerA),
       upnpcAfter: upnpcList(net.hostA),
-      logs: `--- hA (sym, upnp ${upnp}) ---\n${client.output.slice(-30).join('\n')}\n--- hB (eim) ---\n${server.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output.filter((l) => !l.includes('table_cb')).slice(-15).join('\n')}`,
+      logs: `--- hA (sym, upnp ${upnp}) ---\n${client.output.slice(-30).join('\n')}\n--- hB (eim) ---\n${server.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output
+        .filter((l) => !l.includes('table_cb'))
+        .slice(-15)
+        .join('\n')}`,
     }
   } finally {
     for (const p of procs.reverse()) {
@@ -145,7 +148,7 @@ describe('NAT lab: UPnP/NAT-PMP port mapping lets a device behind a symmetric NA
     const line = r.outA.find((l) => /UPnP: UDP \S+ → local port \d+ \(natpmp\)/.test(l))
     assert.ok(line, `A reported no NAT-PMP mapping: ${why}`)
     const [, extIp, extPort, localPort] = /UPnP: UDP ([\d.]+):(\d+) → local port (\d+)/.exec(line)!
-    assert.equal(extIp, NET.routerWan.A, 'the mapping is on router A\'s WAN address')
+    assert.equal(extIp, NET.routerWan.A, "the mapping is on router A's WAN address")
     assert.ok(
       r.miniupnpdLog.some((l) => l.includes(`NAT-PMP port mapping request : ${extPort}->${NET.host.A}:${localPort} udp`)),
       `miniupnpd did not log the mapping of ${extPort} → ${localPort}:\n${r.logs}`,
@@ -154,7 +157,8 @@ describe('NAT lab: UPnP/NAT-PMP port mapping lets a device behind a symmetric NA
     // B reached A at the mapped address: its selected pair's remote end is A's mapped external port
     assert.ok(r.bConnection, `B reported no connection: ${why}`)
     assert.equal(r.bConnection.remote, `${extIp}:${extPort}`, `B's selected pair (${String(r.bConnection.pair)}) must point at A's mapped port: ${why}`)
-    for (const t of String(r.bConnection.pair).split('/')) assert.ok(t === 'srflx' || t === 'prflx' || t === 'host', `B selected ${String(r.bConnection.pair)}: expected a direct pair`)
+    for (const t of String(r.bConnection.pair).split('/'))
+      assert.ok(t === 'srflx' || t === 'prflx' || t === 'host', `B selected ${String(r.bConnection.pair)}: expected a direct pair`)
     assert.ok(!String(r.result.pair).includes('relay'), `A selected ${String(r.result.pair)}`)
     process.stdout.write(
       `UPnP case: mapping ${extIp}:${extPort} → ${NET.host.A}:${localPort}; pair A ${String(r.result.pair)} (remote ${String(r.result.remote)}), B ${String(r.bConnection.pair)} (remote ${String(r.bConnection.remote)}); connect ${String(r.result.connectMs)} ms, ${String(r.result.mbPerS)} MB/s (informative)\n`,
@@ -164,6 +168,9 @@ describe('NAT lab: UPnP/NAT-PMP port mapping lets a device behind a symmetric NA
     assert.doesNotMatch(r.rulesAfter, new RegExp(`dport ${extPort}\\b`), `router A still forwards ${extPort}:\n${r.rulesAfter}`)
     assert.match(r.upnpcAfter, /ExternalIPAddress = 198\.51\.100\.101/, `upnpc could not list the mappings:\n${r.upnpcAfter}`)
     assert.doesNotMatch(r.upnpcAfter, new RegExp(`UDP\\s+${extPort}->`), `miniupnpd still lists the mapping:\n${r.upnpcAfter}`)
-    assert.ok(r.miniupnpdLog.some((l) => l.includes(`NAT-PMP UDP port ${extPort} mapping removed`)), `miniupnpd did not log the removal:\n${r.logs}`)
+    assert.ok(
+      r.miniupnpdLog.some((l) => l.includes(`NAT-PMP UDP port ${extPort} mapping removed`)),
+      `miniupnpd did not log the removal:\n${r.logs}`,
+    )
   })
 })

@@ -55,11 +55,14 @@ describe('NAT lab: ConnectionManager across real NATs (coturn, dhtnet-node, nfta
 
   test('eim ↔ eim with STUN only: a direct srflx connection, bytes exact', { skip }, async () => {
     const r = await runOk({ name: 'eim-eim stun', natA: 'eim', natB: 'eim', servers: 'stun' })
-    for (const [who, pair] of [['A', r.pairA], ['B', r.pairB]] as const) {
+    for (const [who, pair] of [
+      ['A', r.pairA],
+      ['B', r.pairB],
+    ] as const) {
       for (const t of pairTypes(pair)) assert.ok(DIRECT.has(t), `${who} selected ${pair}: expected a direct (server/peer-reflexive) pair`)
     }
     assert.ok(pairTypes(r.pairA).includes('srflx'), `A selected ${r.pairA}: expected a server-reflexive candidate`)
-    assert.match(r.remoteA ?? '', /^198\.51\.100\.102:\d+$/, 'A talks to B through B\'s router (its public address)')
+    assert.match(r.remoteA ?? '', /^198\.51\.100\.102:\d+$/, "A talks to B through B's router (its public address)")
   })
 
   test('fullcone ↔ sym with STUN only: direct (the full cone lets the symmetric side in)', { skip }, async () => {
@@ -77,10 +80,7 @@ describe('NAT lab: ConnectionManager across real NATs (coturn, dhtnet-node, nfta
   test('eim ↔ sym with TURN: connects (through the relay), bytes exact', { skip }, async () => {
     const r = await runOk({ name: 'eim-sym turn', natA: 'eim', natB: 'sym', servers: 'turn' })
     // Direct ICE cannot cross eim↔sym (netlab: 0/1, fails at 39.6 s), so the relay carries it.
-    assert.ok(
-      pairTypes(r.pairA).includes('relay') || pairTypes(r.pairB).includes('relay'),
-      `selected ${r.pairA} / ${r.pairB}: expected a relay candidate on one side`,
-    )
+    assert.ok(pairTypes(r.pairA).includes('relay') || pairTypes(r.pairB).includes('relay'), `selected ${r.pairA} / ${r.pairB}: expected a relay candidate on one side`)
   })
 
   test('UDP blocked (except the DHT) ↔ eim with TURN over UDP only: UDP_BLOCKED naming blocked UDP within 10 s, no hang', { skip }, async () => {

@@ -28,7 +28,11 @@ function sampleMessages(): Buffer[] {
       .addXorAddress(StunAttr.XOR_MAPPED_ADDRESS, { address: '203.0.113.5', port: 4000 })
       .addUint32(StunAttr.LIFETIME, 600)
       .build(),
-    StunMessageBuilder.create(StunMethod.ALLOCATE, 'error', tid).addErrorCode(401, 'Unauthorized').addText(StunAttr.REALM, 'r').addText(StunAttr.NONCE, 'n0nce').build({ fingerprint: false }),
+    StunMessageBuilder.create(StunMethod.ALLOCATE, 'error', tid)
+      .addErrorCode(401, 'Unauthorized')
+      .addText(StunAttr.REALM, 'r')
+      .addText(StunAttr.NONCE, 'n0nce')
+      .build({ fingerprint: false }),
     StunMessageBuilder.create(StunMethod.CONNECTION_ATTEMPT, 'indication', tid)
       .add(StunAttr.CONNECTION_ID, encodeConnectionId(0x01020304))
       .addXorAddress(StunAttr.XOR_PEER_ADDRESS, { address: '127.0.0.2', port: 1234 })
@@ -53,7 +57,7 @@ test('stream decoder: random, mutated and split streams yield whole messages or 
     }
     const stream = Buffer.concat(pieces)
     try {
-      for (let at = 0; at < stream.length; ) {
+      for (let at = 0; at < stream.length;) {
         const size = 1 + (next() % 97)
         decoder.push(stream.subarray(at, at + size))
         at += size
@@ -84,7 +88,10 @@ test('stream decoder: random, mutated and split streams yield whole messages or 
   const big = Buffer.from([0x01, 0x01, 0x10, 0x00])
   const d = new StunStreamDecoder(4096)
   d.push(big)
-  assert.throws(() => d.next(), (e) => isDhtnetError(e, 'STUN_ERROR'))
+  assert.throws(
+    () => d.next(),
+    (e) => isDhtnetError(e, 'STUN_ERROR'),
+  )
 })
 
 test('allocate() answered with random or mutated responses: only DhtnetErrors, within the bound, connection closed', { timeout: 120_000 }, async () => {
@@ -259,7 +266,8 @@ test('CONNECT and CONNECTION-BIND against a scripted server: the bytes after the
       const peer = msg.xorAddress(StunAttr.XOR_PEER_ADDRESS)!
       if (peer.port === 7) conn.socket.write(StunMessageBuilder.responseTo(msg, 'error').addErrorCode(447, 'Connection Timeout or Failure').build({ fingerprint: false }))
       else if (peer.port === 8) conn.socket.write(StunMessageBuilder.responseTo(msg, 'error').addErrorCode(403, 'Forbidden').build({ fingerprint: false }))
-      else if (peer.port === 9) conn.socket.write(successTo(msg)) // no CONNECTION-ID
+      else if (peer.port === 9)
+        conn.socket.write(successTo(msg)) // no CONNECTION-ID
       else conn.socket.write(successTo(msg, (b) => b.add(StunAttr.CONNECTION_ID, encodeConnectionId(42))))
     } else if (msg.method === StunMethod.CONNECTION_BIND) {
       // the response and the peer's first bytes in one write, as a server may send them

@@ -92,46 +92,55 @@ describe('TURN over TCP/TLS with TCP relays (RFC 6062) against coturn', { timeou
     certDir?.remove()
   })
 
-  test('allocation over TCP: relayed and mapped addresses reported, then an outside client reaches us through the relay (4 MiB each way, sha256)', { skip, timeout: 60_000 }, async () => {
-    const rec = recorder()
-    const t0 = performance.now()
-    const allocation = await allocateOn(main!, { logger: rec.logger })
-    const allocateMs = performance.now() - t0
-    cleanups.push(() => allocation.close())
-    assert.equal(allocation.relayedAddress.address, '127.0.0.1')
-    assert.ok(allocation.relayedAddress.port >= 40000 && allocation.relayedAddress.port < 60000, `relayed port ${allocation.relayedAddress.port}`)
-    assert.equal(allocation.mappedAddress?.address, '127.0.0.1')
-    assert.ok(allocation.lifetimeS > 0)
-    assert.ok(rec.lines.some((l) => l.includes(`TCP relay 127.0.0.1:${allocation.relayedAddress.port}`)), rec.lines.join('\n'))
+  test(
+    'allocation over TCP: relayed and mapped addresses reported, then an outside client reaches us through the relay (4 MiB each way, sha256)',
+    { skip, timeout: 60_000 },
+    async () => {
+      const rec = recorder()
+      const t0 = performance.now()
+      const allocation = await allocateOn(main!, { logger: rec.logger })
+      const allocateMs = performance.now() - t0
+      cleanups.push(() => allocation.close())
+      assert.equal(allocation.relayedAddress.address, '127.0.0.1')
+      assert.ok(allocation.relayedAddress.port >= 40000 && allocation.relayedAddress.port < 60000, `relayed port ${allocation.relayedAddress.port}`)
+      assert.equal(allocation.mappedAddress?.address, '127.0.0.1')
+      assert.ok(allocation.lifetimeS > 0)
+      assert.ok(
+        rec.lines.some((l) => l.includes(`TCP relay 127.0.0.1:${allocation.relayedAddress.port}`)),
+        rec.lines.join('\n'),
+      )
 
-    // a peer that has no permission is not relayed to us (coturn refuses it; we would ignore it too)
-    assert.deepEqual(await allocation.permit([PEER_IP, '::1']), [PEER_IP], 'the IPv6 address is skipped: the relay is IPv4')
-    const arrived = once(allocation, 'connection') as Promise<[Socket, { address: string; port: number }]>
-    const t1 = performance.now()
-    const outside = connect({ host: allocation.relayedAddress.address, port: allocation.relayedAddress.port, localAddress: PEER_IP })
-    outside.on('error', () => {})
-    const [stream, peer] = await arrived
-    const acceptMs = performance.now() - t1
-    assert.equal(peer.address, PEER_IP)
-    if (outside.connecting) await once(outside, 'connect')
-    assert.equal(peer.port, outside.localPort, 'the peer address is the outside client\'s')
+      // a peer that has no permission is not relayed to us (coturn refuses it; we would ignore it too)
+      assert.deepEqual(await allocation.permit([PEER_IP, '::1']), [PEER_IP], 'the IPv6 address is skipped: the relay is IPv4')
+      const arrived = once(allocation, 'connection') as Promise<[Socket, { address: string; port: number }]>
+      const t1 = performance.now()
+      const outside = connect({ host: allocation.relayedAddress.address, port: allocation.relayedAddress.port, localAddress: PEER_IP })
+      outside.on('error', () => {})
+      const [stream, peer] = await arrived
+      const acceptMs = performance.now() - t1
+      assert.equal(peer.address, PEER_IP)
+      if (outside.connecting) await once(outside, 'connect')
+      assert.equal(peer.port, outside.localPort, "the peer address is the outside client's")
 
-    const fromPeer = randomBytes(4 * MiB)
-    const fromUs = randomBytes(4 * MiB)
-    const t2 = performance.now()
-    // one direction at a time: coturn's RFC 6062 relay can stall with bulk both ways at once (README, "coturn")
-    const weGot = await oneWay(outside, stream, fromPeer)
-    const peerGot = await oneWay(stream, outside, fromUs)
-    const seconds = (performance.now() - t2) / 1000
-    assert.equal(weGot, sha256(fromPeer), 'bytes from the peer arrived intact')
-    assert.equal(peerGot, sha256(fromUs), 'bytes to the peer arrived intact')
-    assert.equal(allocation.stats.accepted, 1)
-    assert.equal(allocation.connections, 1)
-    process.stdout.write(`TURN/TCP: allocate ${allocateMs.toFixed(1)} ms, inbound relayed connection ${acceptMs.toFixed(1)} ms, 2 × 4 MiB through the relay at ${(8 / seconds).toFixed(1)} MiB/s (informative)\n`)
-    outside.destroy()
-    await allocation.close()
-    assert.equal(allocation.connections, 0, 'close() ends the relayed connections')
-  })
+      const fromPeer = randomBytes(4 * MiB)
+      const fromUs = randomBytes(4 * MiB)
+      const t2 = performance.now()
+      // one direction at a time: coturn's RFC 6062 relay can stall with bulk both ways at once (README, "coturn")
+      const weGot = await oneWay(outside, stream, fromPeer)
+      const peerGot = await oneWay(stream, outside, fromUs)
+      const seconds = (performance.now() - t2) / 1000
+      assert.equal(weGot, sha256(fromPeer), 'bytes from the peer arrived intact')
+      assert.equal(peerGot, sha256(fromUs), 'bytes to the peer arrived intact')
+      assert.equal(allocation.stats.accepted, 1)
+      assert.equal(allocation.connections, 1)
+      process.stdout.write(
+        `TURN/TCP: allocate ${allocateMs.toFixed(1)} ms, inbound relayed connection ${acceptMs.toFixed(1)} ms, 2 × 4 MiB through the relay at ${(8 / seconds).toFixed(1)} MiB/s (informative)\n`,
+      )
+      outside.destroy()
+      await allocation.close()
+      assert.equal(allocation.connections, 0, 'close() ends the relayed connections')
+    },
+  )
 
   test('connect(): an outside TCP server reached through the relay (4 MiB each way, sha256); an unreachable peer is TURN_UNREACHABLE', { skip, timeout: 60_000 }, async () => {
     const allocation = await allocateOn(main!)
@@ -233,7 +242,10 @@ describe('TURN over TCP/TLS with TCP relays (RFC 6062) against coturn', { timeou
     const before = socketHandles()
     const closedPort = await freeTcpPort()
     const t0 = performance.now()
-    await assert.rejects(TurnTcpClient.allocate({ server: `127.0.0.1:${closedPort}`, username: 'u', password: 'p' }), (err: DhtnetError) => err.code === 'TURN_UNREACHABLE' && /ECONNREFUSED/.test(err.message))
+    await assert.rejects(
+      TurnTcpClient.allocate({ server: `127.0.0.1:${closedPort}`, username: 'u', password: 'p' }),
+      (err: DhtnetError) => err.code === 'TURN_UNREACHABLE' && /ECONNREFUSED/.test(err.message),
+    )
     assert.ok(performance.now() - t0 < 3000)
 
     // accepts the connection and never answers: the transaction timeout bounds it
@@ -341,7 +353,10 @@ describe('TURN over TCP/TLS with TCP relays (RFC 6062) against coturn', { timeou
     first.on('close', (e) => (closeEvent = e))
     await first.close()
     assert.equal(closeEvent, undefined, "'close' without an error")
-    assert.ok(quota.process.output.some((l) => /refreshed, realm=<turn.test>, username=<turn-tester>, lifetime=0/.test(l)), 'coturn saw the deallocation')
+    assert.ok(
+      quota.process.output.some((l) => /refreshed, realm=<turn.test>, username=<turn-tester>, lifetime=0/.test(l)),
+      'coturn saw the deallocation',
+    )
     const second = await allocateOn(quota)
     await second.close()
     await first.close() // idempotent

@@ -19,7 +19,11 @@ test('parseTurnServer: host:port, [v6]:port, turn:/turns: URIs, default ports, t
   assert.deepEqual(parseTurnServer(new URL('turns://h:5350')), { host: 'h', port: 5350, transport: 'tls' })
   assert.deepEqual(parseTurnServer('turn:al%40ice:s3cr%3At@h:3478'), { host: 'h', port: 3478, transport: 'tcp', username: 'al@ice', password: 's3cr:t' })
   for (const bad of ['', 'turn:', 'h:0', 'h:99999', '1:2:3', 'http://h', 'turn:h?transport=udp', 'turns:h?transport=tcp', 'turn:user@h']) {
-    assert.throws(() => parseTurnServer(bad), (e) => isDhtnetError(e, 'BAD_ICE_SERVER') || isDhtnetError(e, 'UNSUPPORTED_TRANSPORT'), bad)
+    assert.throws(
+      () => parseTurnServer(bad),
+      (e) => isDhtnetError(e, 'BAD_ICE_SERVER') || isDhtnetError(e, 'UNSUPPORTED_TRANSPORT'),
+      bad,
+    )
   }
   // a password in a bad address is not echoed
   assert.throws(
@@ -31,7 +35,10 @@ test('parseTurnServer: host:port, [v6]:port, turn:/turns: URIs, default ports, t
 test('TURN attribute values and error meanings', () => {
   assert.deepEqual([...encodeRequestedTransport()], [6, 0, 0, 0])
   assert.deepEqual([...encodeConnectionId(0x01020304)], [1, 2, 3, 4])
-  assert.throws(() => encodeConnectionId(-1), (e) => isDhtnetError(e, 'INVALID_ARGUMENT'))
+  assert.throws(
+    () => encodeConnectionId(-1),
+    (e) => isDhtnetError(e, 'INVALID_ARGUMENT'),
+  )
   assert.equal(classifyTurnError(401), 'challenge')
   assert.equal(classifyTurnError(438), 'challenge')
   assert.equal(classifyTurnError(441), 'auth-failed')

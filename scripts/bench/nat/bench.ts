@@ -19,7 +19,19 @@ import { generateIdentity } from '../../../packages/core/src/identity/generate.j
 import { chainToPem, privateKeyToPem } from '../../../packages/core/src/identity/pem.js'
 import type { Identity } from '../../../packages/core/src/identity/types.js'
 import { NET, NatLab, labUnavailableReason, run as sh, type CaseNet, type NatMode } from '../../../packages/core/test/helpers/natlab/topology.js'
-import { type DeviceConfig, type LabProcess, STUN_URL, TURN_PASS, TURN_REALM, TURN_URL, TURN_USER, spawnInNs, startBootstrap, startDevice, tempDir } from '../../../packages/core/test/helpers/natlab/procs.js'
+import {
+  type DeviceConfig,
+  type LabProcess,
+  STUN_URL,
+  TURN_PASS,
+  TURN_REALM,
+  TURN_URL,
+  TURN_USER,
+  spawnInNs,
+  startBootstrap,
+  startDevice,
+  tempDir,
+} from '../../../packages/core/test/helpers/natlab/procs.js'
 import { makeUpnpRouter, startCoturnTwoIps, startMiniupnpd, upnpLabUnavailableReason } from '../../../packages/core/test/helpers/natlab/upnp.js'
 
 const args = process.argv.slice(2)
@@ -56,11 +68,48 @@ interface PathSpec {
 
 const turnSetting = { host: NET.turn, user: TURN_USER, pass: TURN_PASS, realm: TURN_REALM }
 const SPECS: PathSpec[] = [
-  { name: 'udp_direct', natA: 'eim', natB: 'eim', device: { iceServers: [STUN_URL], transport: 'webrtc' }, relay: false, expect: (p, r) => !r && !p.includes('relay') },
-  { name: 'tcp_direct', natA: 'eim', natB: 'eim', publicB: true, device: { iceServers: [STUN_URL], transport: 'tcp' }, relay: false, expect: (p, r) => !r && p === 'host/host' },
-  { name: 'tcp_upnp', natA: 'sym', natB: 'eim', upnp: true, device: { iceServers: [STUN_URL], transport: 'tcp' }, relay: false, expect: (p, r) => !r && p === 'host/srflx' },
-  { name: 'turn_udp', natA: 'sym', natB: 'sym', device: { iceServers: [STUN_URL, TURN_URL], transport: 'webrtc' }, relay: true, expect: (_p, r) => r === 'udp' },
-  { name: 'turn_tcp', natA: 'blockudp', natB: 'eim', device: { iceServers: [STUN_URL], turn: turnSetting }, relay: true, expect: (_p, r) => r === 'tcp' },
+  {
+    name: 'udp_direct',
+    natA: 'eim',
+    natB: 'eim',
+    device: { iceServers: [STUN_URL], transport: 'webrtc' },
+    relay: false,
+    expect: (p: string, r: string | undefined) => !r && !p.includes('relay'),
+  },
+  {
+    name: 'tcp_direct',
+    natA: 'eim',
+    natB: 'eim',
+    publicB: true,
+    device: { iceServers: [STUN_URL], transport: 'tcp' },
+    relay: false,
+    expect: (p: string, r: string | undefined) => !r && p === 'host/host',
+  },
+  {
+    name: 'tcp_upnp',
+    natA: 'sym',
+    natB: 'eim',
+    upnp: true,
+    device: { iceServers: [STUN_URL], transport: 'tcp' },
+    relay: false,
+    expect: (p: string, r: string | undefined) => !r && p === 'host/srflx',
+  },
+  {
+    name: 'turn_udp',
+    natA: 'sym',
+    natB: 'sym',
+    device: { iceServers: [STUN_URL, TURN_URL], transport: 'webrtc' },
+    relay: true,
+    expect: (_p: string, r: string | undefined) => r === 'udp',
+  },
+  {
+    name: 'turn_tcp',
+    natA: 'blockudp',
+    natB: 'eim',
+    device: { iceServers: [STUN_URL], turn: turnSetting },
+    relay: true,
+    expect: (_p: string, r: string | undefined) => r === 'tcp',
+  },
 ].filter((s) => PATHS.test(s.name)) as PathSpec[]
 
 const median = (xs: number[]): number | undefined => {
@@ -91,17 +140,25 @@ async function identity(name: string): Promise<{ key: string; cert: string; id: 
 
 /** A DNAT port forward on a router built by topology.ts (table ip nlfw): WAN port → host:port. */
 function forwardPort(router: string, host: string, port: number): void {
-  sh('ip', ['netns', 'exec', router, 'nft', '-f', '-'], `add chain ip nlfw benchpre { type nat hook prerouting priority -100; policy accept; }
+  sh(
+    'ip',
+    ['netns', 'exec', router, 'nft', '-f', '-'],
+    `add chain ip nlfw benchpre { type nat hook prerouting priority -100; policy accept; }
 add rule ip nlfw benchpre iifname "wan0" tcp dport ${port} dnat to ${host}:${port}
 insert rule ip nlfw forward ct status dnat accept
-`)
+`,
+  )
 }
 
 /** The same forward in a miniupnpd router (table inet nlfw, miniupnpd's chains), as miniupnpd installs it. */
 function forwardPortUpnp(router: string, host: string, port: number): void {
-  sh('ip', ['netns', 'exec', router, 'nft', '-f', '-'], `add rule inet nlfw prerouting_miniupnpd iifname "wan0" tcp dport ${port} dnat ip to ${host}:${port}
+  sh(
+    'ip',
+    ['netns', 'exec', router, 'nft', '-f', '-'],
+    `add rule inet nlfw prerouting_miniupnpd iifname "wan0" tcp dport ${port} dnat ip to ${host}:${port}
 add rule inet nlfw miniupnpd ip daddr ${host} tcp dport ${port} accept
-`)
+`,
+  )
 }
 
 function raw(netns: string, name: string, config: Record<string, unknown>): LabProcess {
@@ -147,18 +204,31 @@ async function runOnce(spec: PathSpec, n: number): Promise<Sample> {
     const connectingNs = spec.upnp ? net.hostB : net.hostA
     const servedHost = spec.publicB ? PUBLIC_B : spec.upnp ? NET.host.A : NET.host.B
     const served = started(
-      startDevice(servedNs, `${tag}:served`, { mode: 'serve', key: b.key, cert: b.cert, ...spec.device, ...(spec.upnp ? { upnp: true } : {}) }, spec.upnp ? { DHTNET_FORBID_PUBLIC_BOOTSTRAP: '0' } : {}),
+      startDevice(
+        servedNs,
+        `${tag}:served`,
+        { mode: 'serve', key: b.key, cert: b.cert, ...spec.device, ...(spec.upnp ? { upnp: true } : {}) },
+        spec.upnp ? { DHTNET_FORBID_PUBLIC_BOOTSTRAP: '0' } : {},
+      ),
     )
     procs.push(served)
     await served.waitFor('served device ready', (_l, j) => j?.event === 'ready' || j?.event === 'result', 30_000)
     if (spec.upnp) await served.waitFor('its TCP mapping', (l) => l.includes('ice-tcp: TCP port'), 10_000).catch(() => undefined)
-    const client = started(startDevice(connectingNs, `${tag}:connecting`, { mode: 'connect', key: a.key, cert: a.cert, ...spec.device, peer: b.id, bytes: BYTES, timeoutMs: 30_000, sink: true }))
+    const client = started(
+      startDevice(connectingNs, `${tag}:connecting`, { mode: 'connect', key: a.key, cert: a.cert, ...spec.device, peer: b.id, bytes: BYTES, timeoutMs: 30_000, sink: true }),
+    )
     procs.push(client)
     const exited = await Promise.race([client.exited, new Promise<null>((r) => setTimeout(() => r(null), 150_000).unref())])
     if (exited === null) await client.stop()
     const res = client.jsonLines.find((j) => j.event === 'result') ?? {}
     if (res.ok === true) {
-      Object.assign(sample, { connectMs: res.connectMs as number, mbPerS: res.mbPerS as number, mbPerSReverse: res.mbPerSReverse as number, pair: res.pair as string, relay: res.relay as string | undefined })
+      Object.assign(sample, {
+        connectMs: res.connectMs as number,
+        mbPerS: res.mbPerS as number,
+        mbPerSReverse: res.mbPerSReverse as number,
+        pair: res.pair as string,
+        relay: res.relay as string | undefined,
+      })
       if (!spec.expect(String(res.pair), res.relay as string | undefined)) sample.failed = `unexpected path ${String(res.pair)} relay ${String(res.relay)}`
     } else {
       sample.failed = `${String(res.code)} ${String(res.message)}`.slice(0, 200)
@@ -209,7 +279,9 @@ try {
     for (let i = 1; i <= RUNS; i++) {
       const s = await runOnce(spec, i)
       samples.push(s)
-      process.stderr.write(`${spec.name} #${i}: ${s.failed ? `FAILED ${s.failed}` : `${s.pair}${s.relay ? ` relay ${s.relay}` : ''} ${s.connectMs} ms ${s.mbPerS} / ${s.mbPerSReverse} MB/s`}; raw ${s.rawMbPerS ?? '-'} MB/s${spec.relay ? `, raw via relay ${s.rawRelayMbPerS ?? '-'} MB/s` : ''}\n`)
+      process.stderr.write(
+        `${spec.name} #${i}: ${s.failed ? `FAILED ${s.failed}` : `${s.pair}${s.relay ? ` relay ${s.relay}` : ''} ${s.connectMs} ms ${s.mbPerS} / ${s.mbPerSReverse} MB/s`}; raw ${s.rawMbPerS ?? '-'} MB/s${spec.relay ? `, raw via relay ${s.rawRelayMbPerS ?? '-'} MB/s` : ''}\n`,
+      )
     }
     const ok = samples.filter((s) => !s.failed)
     const connect = median(ok.map((s) => s.connectMs!))

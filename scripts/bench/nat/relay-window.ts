@@ -33,7 +33,7 @@ type Windows = { a: [number, number]; b: [number, number]; label: string }
 const WINDOWS: Windows[] = opt('--windows', '16384,1024;120,120;16384,1024/120,120')
   .split(';')
   .map((spec) => {
-    const [a, b = a] = spec.split('/').map((w) => w!.split(',').map((x) => Number(x) * 1024) as [number, number])
+    const [a, b = a] = spec.split('/').map((w) => w.split(',').map((x) => Number(x) * 1024) as [number, number])
     return { a: a!, b: b!, label: spec }
   })
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? NaN
@@ -58,14 +58,34 @@ function onlyRelay(description: string): string {
 /** A relay-only link pair, a multiplexer on each side with these windows, one channel. */
 async function relayedChannel(w: Windows) {
   const req = new IceTcpTransport({ identity: client, bindAddress: '127.0.0.1', includeLoopback: true, logger: quiet })
-  const res = new IceTcpTransport({ identity: server, bindAddress: '127.0.0.1', includeLoopback: true, logger: quiet, relay: { server: `127.0.0.1:${coturn.port}`, username: COTURN_USER, password: COTURN_PASS } })
+  const res = new IceTcpTransport({
+    identity: server,
+    bindAddress: '127.0.0.1',
+    includeLoopback: true,
+    logger: quiet,
+    relay: { server: `127.0.0.1:${coturn.port}`, username: COTURN_USER, password: COTURN_PASS },
+  })
   const signal = AbortSignal.timeout(30_000)
   const rs = await req.createSession({ role: 'requester', connectionId: 1n, peerChain: server.chain, signal })
-  const ss = await res.createSession({ role: 'responder', connectionId: 1n, peerChain: client.chain, remoteDescription: onlyRelay(rs.localDescription), peerIsNative: true, signal })
+  const ss = await res.createSession({
+    role: 'responder',
+    connectionId: 1n,
+    peerChain: client.chain,
+    remoteDescription: onlyRelay(rs.localDescription),
+    peerIsNative: true,
+    signal,
+  })
   const [a, b] = await Promise.all([rs.connect({ remoteDescription: onlyRelay(ss.localDescription), peerIsNative: true, signal }), ss.connect({ signal })])
   if (a.path.relay !== 'tcp' || b.path.relay !== 'tcp') throw new Error(`not relayed: ${a.path.candidatePair} / ${b.path.candidatePair}`)
   const mux = (link: Link, initiator: boolean, [connectionWindowBytes, channelWindowBytes]: [number, number]) =>
-    new Multiplexer({ reliable: new StreamMessageTransport({ stream: link.stream! }), initiator, connectionWindowBytes, channelWindowBytes, sendHighWaterBytes: 1024 * 1024, logger: quiet })
+    new Multiplexer({
+      reliable: new StreamMessageTransport({ stream: link.stream! }),
+      initiator,
+      connectionWindowBytes,
+      channelWindowBytes,
+      sendHighWaterBytes: 1024 * 1024,
+      logger: quiet,
+    })
   const ma = mux(a, true, w.a)
   const mb = mux(b, false, w.b)
   const incoming = once(mb, 'channel') as Promise<[ChannelSocket]>
@@ -134,7 +154,9 @@ async function bothWays(a: ChannelSocket, b: ChannelSocket, bytes: number): Prom
   return x && y
 }
 
-const rows: string[][] = [['receive windows conn,chan KiB (requester/responder)', 'requester→responder MB/s', 'responder→requester MB/s', `stalls (${MIB_BOTH} MiB both ways, one side 300 ms late)`]]
+const rows: string[][] = [
+  ['receive windows conn,chan KiB (requester/responder)', 'requester→responder MB/s', 'responder→requester MB/s', `stalls (${MIB_BOTH} MiB both ways, one side 300 ms late)`],
+]
 const summary: Record<string, unknown> = { bench: 'relay-window', mib: MIB, runs: RUNS, stall_runs: STALL_RUNS }
 try {
   for (const w of WINDOWS) {

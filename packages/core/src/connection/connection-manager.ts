@@ -14,7 +14,7 @@
  */
 import { EventEmitter, setMaxListeners } from 'node:events'
 import { X509Certificate, createHash } from 'node:crypto'
-import { DhtnetError, isDhtnetError } from '../errors.js'
+import { DhtnetError, isDhtnetError, errorMessage } from '../errors.js'
 import type { Identity } from '../identity/types.js'
 import { parsePeerId, publicKeyIds } from '../identity/ids.js'
 import type { TrustStore } from '../identity/truststore.js'
@@ -163,9 +163,11 @@ export class ConnectionManager extends EventEmitter {
 
   constructor(options: ConnectionManagerOptions) {
     super()
-    if (!options?.identity) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs an identity')
-    if (!options.dht) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs a DHT (SecureDht or DhtNode)')
-    if (!options.trust) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs a TrustStore')
+    // checked for JavaScript callers, whom the types do not hold
+    const given = options as Partial<ConnectionManagerOptions> | undefined
+    if (!given?.identity) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs an identity')
+    if (!given.dht) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs a DHT (SecureDht or DhtNode)')
+    if (!given.trust) throw new DhtnetError('INVALID_ARGUMENT', 'ConnectionManager needs a TrustStore')
     const policy = options.transport ?? 'auto'
     if (!TRANSPORT_POLICIES.includes(policy)) {
       throw new DhtnetError('BAD_OPTION', `unknown transport policy "${String(policy)}"`, { hint: `use one of: ${TRANSPORT_POLICIES.join(', ')}` })
@@ -349,7 +351,7 @@ export class ConnectionManager extends EventEmitter {
       peer = this.peerRef(idOrCert)
       if (typeof name !== 'string') throw new DhtnetError('BAD_CHANNEL_NAME', 'the channel name must be a string')
     } catch (err) {
-      return Promise.reject(err)
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }
     const deviceKey = peer.longId ?? peer.hex
     const device = this.devices.get(deviceKey)
@@ -593,7 +595,7 @@ export class ConnectionManager extends EventEmitter {
     const hook = this.channelRequestHook
     if (!hook) return { accept: false, reason: 'no channel handler on this device' }
     const failed = (err: unknown): ChannelRequestDecision => {
-      this.log('warn', `onChannelRequest threw: ${(err as Error)?.message ?? String(err)}`)
+      this.log('warn', `onChannelRequest threw: ${errorMessage(err)}`)
       return { accept: false, reason: 'the channel handler failed' }
     }
     try {

@@ -5,21 +5,14 @@
  * multiplexer.
  */
 import type { X509Certificate } from 'node:crypto'
-import { DhtnetError, isDhtnetError } from '../errors.js'
+import { DhtnetError, isDhtnetError, errorMessage } from '../errors.js'
 import { SecureDht } from '../dht/secure-dht.js'
 import type { Link, Transport, TransportName } from '../transport/transport.js'
 import type { Deadline } from '../util/deadline.js'
 import type { ManagerContext } from './context.js'
 import { dhtnetMux, nativeMux } from './muxes.js'
 import type { PeerLink } from './peer-link.js'
-import {
-  NATIVE_SIGNALLING_VERSION,
-  PEER_REQUEST_USER_TYPE,
-  type PeerConnectionRequest,
-  type RefusalCode,
-  encodeRequest,
-  newRequestId,
-} from './signalling.js'
+import { NATIVE_SIGNALLING_VERSION, PEER_REQUEST_USER_TYPE, type PeerConnectionRequest, type RefusalCode, encodeRequest, newRequestId } from './signalling.js'
 import { type Attempt, allowedTransports, closeAttempts, combinedFailure, descriptionIn, linkChosenByPeer, setDescription } from './transports.js'
 
 const REFUSAL_MESSAGES: Record<RefusalCode, string> = {
@@ -78,7 +71,10 @@ export class Requester {
   }
 
   abandon(early: EarlyStart | undefined): void {
-    early?.attempts.then((a) => closeAttempts(a), () => {})
+    early?.attempts.then(
+      (a) => closeAttempts(a),
+      () => {},
+    )
   }
 
   /** A new connection to a device whose chain is known: trust check, request, answer, transports, multiplexer. */
@@ -247,7 +243,7 @@ export class Requester {
       if (r.status === 'fulfilled') attempts.push(r.value)
       else {
         failures.push({ transport: transports[i]!.name, error: r.reason })
-        this.ctx.log('info', `the ${transports[i]!.name} transport could not start: ${(r.reason as Error)?.message ?? String(r.reason)}`)
+        this.ctx.log('info', `the ${transports[i]!.name} transport could not start: ${errorMessage(r.reason)}`)
       }
     })
     if (deadline.signal.aborted) {
@@ -259,7 +255,7 @@ export class Requester {
 
   private sessionFailure(err: unknown, fallback: Attempt[]): Attempt[] {
     if (isDhtnetError(err) && (err.code === 'TIMEOUT' || err.code === 'ABORTED')) throw err
-    this.ctx.log('info', `a transport could not start: ${(err as Error)?.message ?? String(err)}`)
+    this.ctx.log('info', `a transport could not start: ${errorMessage(err)}`)
     return fallback
   }
 }

@@ -4,7 +4,7 @@
  * every description, keep the first link that authenticates, start the multiplexer on it.
  */
 import { type X509Certificate, createPublicKey } from 'node:crypto'
-import { DhtnetError, isDhtnetError } from '../errors.js'
+import { DhtnetError, isDhtnetError, errorMessage } from '../errors.js'
 import { publicKeyIds } from '../identity/ids.js'
 import { SecureDht } from '../dht/secure-dht.js'
 import type { Transport } from '../transport/transport.js'
@@ -12,13 +12,7 @@ import { Deadline } from '../util/deadline.js'
 import { KeyedTokenBuckets } from '../util/token-buckets.js'
 import type { ManagerContext } from './context.js'
 import { dhtnetMux, nativeMux } from './muxes.js'
-import {
-  NATIVE_SIGNALLING_VERSION,
-  PEER_REQUEST_USER_TYPE,
-  type PeerConnectionRequest,
-  type RefusalCode,
-  encodeRequest,
-} from './signalling.js'
+import { NATIVE_SIGNALLING_VERSION, PEER_REQUEST_USER_TYPE, type PeerConnectionRequest, type RefusalCode, encodeRequest } from './signalling.js'
 import { type Attempt, allowedTransports, closeAttempts, descriptionIn, firstLink, setDescription } from './transports.js'
 
 export interface ResponderOptions {
@@ -184,9 +178,7 @@ export class Responder {
 
   /** The transports the request offers that our policy allows (a C++ peer: ICE-TCP only). */
   private sharedTransports(req: PeerConnectionRequest, peerIsNative: boolean): Transport[] {
-    return allowedTransports(this.ctx.transports, this.ctx.policy).filter(
-      (t) => (peerIsNative || t.name === 'ice-tcp') && descriptionIn(req, t.name) !== undefined,
-    )
+    return allowedTransports(this.ctx.transports, this.ctx.policy).filter((t) => (peerIsNative || t.name === 'ice-tcp') && descriptionIn(req, t.name) !== undefined)
   }
 
   private async accept(
@@ -219,7 +211,7 @@ export class Responder {
     const attempts: Attempt[] = []
     started.forEach((r, i) => {
       if (r.status === 'fulfilled') attempts.push(r.value)
-      else ctx.log('info', `incoming ${req.id}: the ${transports[i]!.name} transport could not start: ${(r.reason as Error)?.message ?? String(r.reason)}`)
+      else ctx.log('info', `incoming ${req.id}: the ${transports[i]!.name} transport could not start: ${errorMessage(r.reason)}`)
     })
     if (attempts.length === 0) throw deadline.signal.aborted ? deadline.error() : new DhtnetError('ICE_FAILED', 'no transport could start for an incoming connection')
     try {
@@ -228,14 +220,12 @@ export class Responder {
       for (const a of attempts) setDescription(answer, a.transport, a.session.localDescription)
       // Not awaited: the requester gets the answer through its listen as soon as one storage node has it, while the
       // put itself may wait for slow or dead nodes. A lost answer shows up as a timeout on its side.
-      ctx.dht
-        .putEncrypted(replyKey, ownerKey, { data: encodeRequest(answer), userType: PEER_REQUEST_USER_TYPE }, { signal: deadline.signal })
-        .then(
-          (r) => {
-            if (!r.ok) ctx.log('warn', `the answer to ${requesterId} could not be stored on the DHT`)
-          },
-          (err: unknown) => ctx.log('debug', `publishing the answer to ${requesterId} failed: ${(err as Error).message}`),
-        )
+      ctx.dht.putEncrypted(replyKey, ownerKey, { data: encodeRequest(answer), userType: PEER_REQUEST_USER_TYPE }, { signal: deadline.signal }).then(
+        (r) => {
+          if (!r.ok) ctx.log('warn', `the answer to ${requesterId} could not be stored on the DHT`)
+        },
+        (err: unknown) => ctx.log('debug', `publishing the answer to ${requesterId} failed: ${(err as Error).message}`),
+      )
       deadline.step = `ICE connectivity checks and the secure handshake (${attempts.map((a) => a.transport).join(' and ')})`
       const { link } = await deadline.race(
         firstLink(attempts, (a) => a.session.connect({ peerIsNative, signal: AbortSignal.any([deadline.signal, a.controller.signal]) }), deadline),

@@ -7,7 +7,7 @@
  *   authenticates and starts our multiplexer on it; the requester keeps the link on which the responder's HELLO
  *   arrives (its multiplexers wait for it: `awaitPeerHello`) and closes the others. No extra message, no guessing.
  */
-import { DhtnetError, isDhtnetError } from '../errors.js'
+import { DhtnetError, isDhtnetError, errorMessage } from '../errors.js'
 import type { Logger } from '../util/log.js'
 import type { Link, Transport, TransportName, TransportSession } from '../transport/transport.js'
 import type { Mux } from '../mux/mux.js'
@@ -93,7 +93,7 @@ export function combinedFailure(failures: ReadonlyArray<{ transport: TransportNa
     }
   }
   const best = [...failures].sort((a, b) => rank(b.error) - rank(a.error))[0]!
-  const summary = failures.map((f) => `${f.transport}: ${(f.error as Error)?.message ?? String(f.error)}`).join('; ')
+  const summary = failures.map((f) => `${f.transport}: ${errorMessage(f.error)}`).join('; ')
   const code = isDhtnetError(best.error) ? best.error.code : 'ICE_FAILED'
   return new DhtnetError(code, `no transport connected (${summary})`, {
     cause: best.error,
@@ -162,9 +162,12 @@ export function firstLink(
             return
           }
           if (pending.size === 0) return choose(link, attempt)
-          const timer = setTimeout(() => {
-            if (!settled && held?.link === link) choose(link, attempt)
-          }, Math.max(0, startedAt + relayedGraceMs - performance.now()))
+          const timer = setTimeout(
+            () => {
+              if (!settled && held?.link === link) choose(link, attempt)
+            },
+            Math.max(0, startedAt + relayedGraceMs - performance.now()),
+          )
           timer.unref()
           held = { link, attempt, timer }
           link.once('close', (err?: Error) => {

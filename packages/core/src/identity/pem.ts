@@ -1,5 +1,5 @@
 import { createPrivateKey, KeyObject, X509Certificate } from 'node:crypto'
-import { DhtnetError } from '../errors.js'
+import { DhtnetError, errorMessage } from '../errors.js'
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g
 
@@ -38,7 +38,7 @@ export function parseCertificateChain(pem: string | Buffer, what = 'certificate'
     try {
       return new X509Certificate(b.text)
     } catch (cause) {
-      throw new DhtnetError('NOT_PEM', `${what}: certificate #${i + 1} of the chain is corrupted (${errorText(cause)})`, {
+      throw new DhtnetError('NOT_PEM', `${what}: certificate #${i + 1} of the chain is corrupted (${errorMessage(cause)})`, {
         cause,
         hint: 'the file was damaged; restore it or generate a new identity',
       })
@@ -80,7 +80,7 @@ export function parsePrivateKey(pem: string | Buffer, options: { password?: stri
         hint: 'check the password of the key',
       })
     }
-    throw new DhtnetError('NOT_PEM', `${what} is not a readable private key (${errorText(cause)})`, {
+    throw new DhtnetError('NOT_PEM', `${what} is not a readable private key (${errorMessage(cause)})`, {
       cause,
       hint: 'the file was damaged or cut short; restore it or generate a new identity',
     })
@@ -94,8 +94,4 @@ export function privateKeyToPem(key: KeyObject): string {
 
 function ensureNewline(s: string): string {
   return s.endsWith('\n') ? s : `${s}\n`
-}
-
-export function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
 }

@@ -1,9 +1,9 @@
 import { createPublicKey, KeyObject } from 'node:crypto'
 import type forgeTypes from 'node-forge'
 import { forge as loadForge } from './forge.js'
-import { DhtnetError } from '../errors.js'
+import { DhtnetError, errorMessage } from '../errors.js'
 import { requireRsa } from './certificate.js'
-import { errorText, parsePrivateKey, pemBlocks } from './pem.js'
+import { parsePrivateKey, pemBlocks } from './pem.js'
 
 /** What `dhtnet-crtmgr --sign` can sign: the public key, and the subject name a CSR asked for. */
 export interface SigningRequest {
@@ -35,7 +35,7 @@ export function readSigningRequest(pem: string | Buffer, what = 'input'): Signin
     try {
       publicKey = createPublicKey(block.text)
     } catch (cause) {
-      throw new DhtnetError('NOT_PEM', `${what} is not a readable public key (${errorText(cause)})`, { cause })
+      throw new DhtnetError('NOT_PEM', `${what} is not a readable public key (${errorMessage(cause)})`, { cause })
     }
     requireRsa(publicKey, what)
     return { publicKey, kind: 'public-key' }
@@ -45,7 +45,7 @@ export function readSigningRequest(pem: string | Buffer, what = 'input'): Signin
   try {
     csr = forge.pki.certificationRequestFromPem(block.text.replace('NEW CERTIFICATE REQUEST', 'CERTIFICATE REQUEST'))
   } catch (cause) {
-    const msg = errorText(cause)
+    const msg = errorMessage(cause)
     if (/OID is not RSA/i.test(msg)) {
       throw new DhtnetError('NOT_RSA', `${what} is a request for a non-RSA key, but DHTNet identities use RSA keys`, {
         cause,

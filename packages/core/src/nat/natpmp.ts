@@ -59,10 +59,7 @@ function exchange(
       else resolve(msg!)
     }
     const onAbort = () => finish(new DhtnetError('ABORTED', 'NAT-PMP request aborted', { cause: signal?.reason }))
-    const deadline = setTimeout(
-      () => finish(new DhtnetError('TIMEOUT', `no NAT-PMP answer from ${gateway}:${port} within ${timeoutMs} ms`)),
-      timeoutMs,
-    )
+    const deadline = setTimeout(() => finish(new DhtnetError('TIMEOUT', `no NAT-PMP answer from ${gateway}:${port} within ${timeoutMs} ms`)), timeoutMs)
     const send = () => {
       socket.send(request, port, gateway, (err) => {
         if (err) finish(new DhtnetError('NO_GATEWAY', `cannot send a NAT-PMP request to ${gateway}: ${err.message}`, { cause: err }))

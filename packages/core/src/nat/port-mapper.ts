@@ -58,9 +58,7 @@ export interface PortMapperOptions {
   log?: Logger
 }
 
-type Backend =
-  | { kind: 'natpmp'; gateway: string; externalIp: string }
-  | { kind: 'upnp'; gateway: Gateway; localIp: string; externalIp: string }
+type Backend = { kind: 'natpmp'; gateway: string; externalIp: string } | { kind: 'upnp'; gateway: Gateway; localIp: string; externalIp: string }
 
 interface Held {
   mapping: PortMapping
@@ -350,7 +348,14 @@ export class PortMapper {
       signal,
     })
     return {
-      mapping: { externalIp: backend.externalIp, externalPort: m.externalPort, internalPort, protocol, via: 'upnp', ...(protocol === 'TCP' ? { internalIp: backend.localIp } : {}) },
+      mapping: {
+        externalIp: backend.externalIp,
+        externalPort: m.externalPort,
+        internalPort,
+        protocol,
+        via: 'upnp',
+        ...(protocol === 'TCP' ? { internalIp: backend.localIp } : {}),
+      },
     }
   }
 
@@ -362,7 +367,9 @@ export class PortMapper {
     }
     // The package's unmap() deletes with an empty protocol and the internal port as external port: ask for the
     // deletion ourselves through its SOAP client, with the protocol and the external port granted.
-    const device = (backend.gateway as unknown as { gateway?: { run(service: string, action: string, args: Array<[string, unknown]>, opts: { signal?: AbortSignal }): Promise<unknown> } }).gateway
+    const device = (
+      backend.gateway as unknown as { gateway?: { run(service: string, action: string, args: Array<[string, unknown]>, opts: { signal?: AbortSignal }): Promise<unknown> } }
+    ).gateway
     if (!device?.run) throw new DhtnetError('MAPPING_FAILED', 'this UPnP gateway object cannot send DeletePortMapping')
     await device.run(
       WAN_IP_CONNECTION_2,
@@ -383,20 +390,24 @@ export class PortMapper {
     if (!held) return
     const leaseS = Math.min(this.options.leaseS ?? 7200, held.grantedS ?? Infinity)
     const { protocol, internalPort } = held.mapping
-    held.refresh = setTimeout(() => {
-      if (this.closed || this.held.get(key) !== held) return
-      const signal = anySignal([this.closing.signal, AbortSignal.timeout(this.options.mapTimeoutMs ?? 4000)])
-      this.request(backend, protocol, internalPort, held.mapping.externalPort, signal).then(
-        ({ mapping, grantedS }) => {
-          if (this.held.get(key) !== held) return
-          if (mapping.externalPort !== held.mapping.externalPort) this.log('warn', `UPnP: the renewed ${protocol} mapping of port ${internalPort} moved to external port ${mapping.externalPort}`)
-          held.mapping = mapping
-          if (grantedS !== undefined) held.grantedS = grantedS
-          this.scheduleRefresh(backend, key)
-        },
-        (err: unknown) => this.log('warn', `UPnP: renewing the ${protocol} mapping of port ${internalPort} failed: ${(err as Error).message}`),
-      )
-    }, Math.max(1000, (leaseS * 1000) / 2))
+    held.refresh = setTimeout(
+      () => {
+        if (this.closed || this.held.get(key) !== held) return
+        const signal = anySignal([this.closing.signal, AbortSignal.timeout(this.options.mapTimeoutMs ?? 4000)])
+        this.request(backend, protocol, internalPort, held.mapping.externalPort, signal).then(
+          ({ mapping, grantedS }) => {
+            if (this.held.get(key) !== held) return
+            if (mapping.externalPort !== held.mapping.externalPort)
+              this.log('warn', `UPnP: the renewed ${protocol} mapping of port ${internalPort} moved to external port ${mapping.externalPort}`)
+            held.mapping = mapping
+            if (grantedS !== undefined) held.grantedS = grantedS
+            this.scheduleRefresh(backend, key)
+          },
+          (err: unknown) => this.log('warn', `UPnP: renewing the ${protocol} mapping of port ${internalPort} failed: ${(err as Error).message}`),
+        )
+      },
+      Math.max(1000, (leaseS * 1000) / 2),
+    )
     held.refresh.unref()
   }
 }

@@ -145,7 +145,9 @@ export async function loadToolIdentity(options: Pick<ToolRuntimeOptions, 'identi
 export async function startToolRuntime(options: ToolRuntimeOptions): Promise<ToolRuntime> {
   // The test runner sets this: tests and benchmarks never send traffic to the public network.
   if (process.env.DHTNET_FORBID_PUBLIC_BOOTSTRAP === '1' && options.bootstrap.some((b) => PUBLIC_BOOTSTRAP_NODES.includes(b))) {
-    throw new DhtnetError('PUBLIC_BOOTSTRAP_FORBIDDEN', 'this run may not contact the public OpenDHT network (DHTNET_FORBID_PUBLIC_BOOTSTRAP=1)', { hint: 'give a local bootstrap with -b host:port' })
+    throw new DhtnetError('PUBLIC_BOOTSTRAP_FORBIDDEN', 'this run may not contact the public OpenDHT network (DHTNET_FORBID_PUBLIC_BOOTSTRAP=1)', {
+      hint: 'give a local bootstrap with -b host:port',
+    })
   }
   const log: Logger = options.log ?? (() => {})
   const loaded = options.identity ?? (await loadToolIdentity(options))
@@ -200,7 +202,8 @@ export async function startToolRuntime(options: ToolRuntimeOptions): Promise<Too
     logger: log,
   })
 
-  let connected = false
+  // set by the event below, also while we await: a boolean TypeScript would narrow to `false` in between
+  let connected = false as boolean
   node.on('connected', () => {
     connected = true
     log('debug', 'DHT: connected')

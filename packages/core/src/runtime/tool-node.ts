@@ -197,7 +197,12 @@ export async function startToolNode(options: ToolNodeOptions): Promise<ToolNode>
     let guard: NodeJS.Timeout | undefined
     const overrun = new Promise<never>((_, reject) => {
       guard = setTimeout(
-        () => reject(new DhtnetError('TIMEOUT', `no connection to ${peer} after ${Math.round(timeoutMs / 100) / 10} s`, { hint: 'is the peer running, and do both sides use the same bootstrap (-b)?' })),
+        () =>
+          reject(
+            new DhtnetError('TIMEOUT', `no connection to ${peer} after ${Math.round(timeoutMs / 100) / 10} s`, {
+              hint: 'is the peer running, and do both sides use the same bootstrap (-b)?',
+            }),
+          ),
         timeoutMs + OVERRUN_GRACE_MS,
       )
       guard.unref()

@@ -278,7 +278,14 @@ export class IceTcpAgent implements CheckConnectionHandler {
 
     const activeByAddress = new Map<string, number>()
     for (const c of this.options.candidates) if (c.type === 'host' && c.tcpType === 'active') activeByAddress.set(c.address, c.priority)
-    const pairs = outboundPairs(remote.candidates, this.options.hosts, (h) => activeByAddress.get(h.address) ?? candidatePriority('host', 65534), this.role, this.options.includeLoopback, this.options.limits.maxOutbound)
+    const pairs = outboundPairs(
+      remote.candidates,
+      this.options.hosts,
+      (h) => activeByAddress.get(h.address) ?? candidatePriority('host', 65534),
+      this.role,
+      this.options.includeLoopback,
+      this.options.limits.maxOutbound,
+    )
     const skipped = remote.candidates.filter((c) => c.tcpType === 'passive' && skipReason(c, this.options.includeLoopback))
     this.log('debug', `checks start as ${this.role}: ${pairs.length} pair(s), ${skipped.length} remote candidate(s) skipped, ${this.paths.size} early connection(s)`)
     for (const pair of pairs) this.open(pair)
@@ -459,10 +466,13 @@ export class IceTcpAgent implements CheckConnectionHandler {
     else if (waited >= delay * 10) pool = ready.length > 0 ? ready : valid
     if (!pool) {
       if (!this.nominationTimer) {
-        this.nominationTimer = setTimeout(() => {
-          this.nominationTimer = undefined
-          this.evaluate()
-        }, (ready.length > 0 ? delay : delay * 10) - waited + 1)
+        this.nominationTimer = setTimeout(
+          () => {
+            this.nominationTimer = undefined
+            this.evaluate()
+          },
+          (ready.length > 0 ? delay : delay * 10) - waited + 1,
+        )
         this.nominationTimer.unref()
       }
       return
@@ -528,10 +538,13 @@ export class IceTcpAgent implements CheckConnectionHandler {
     const elapsed = performance.now() - this.startedAt
     if (elapsed < this.options.timeouts.inboundWaitMs) {
       if (!this.failTimer) {
-        this.failTimer = setTimeout(() => {
-          this.failTimer = undefined
-          this.checkFailure()
-        }, this.options.timeouts.inboundWaitMs - elapsed + 1)
+        this.failTimer = setTimeout(
+          () => {
+            this.failTimer = undefined
+            this.checkFailure()
+          },
+          this.options.timeouts.inboundWaitMs - elapsed + 1,
+        )
         this.failTimer.unref()
       }
       return
@@ -544,8 +557,15 @@ export class IceTcpAgent implements CheckConnectionHandler {
     const failed = this.attempts.filter((a) => a.state === 'failed')
     const skipped = (this.remote?.candidates ?? []).filter((c) => c.tcpType === 'passive' && skipReason(c, this.options.includeLoopback))
     const parts: string[] = []
-    if (this.attempts.length === 0) parts.push(`no usable remote TCP candidate (${this.remote?.candidates.length ?? 0} announced, ${skipped.length} passive skipped: link-local/loopback/unusable)`)
-    else parts.push(`${failed.length} of ${this.attempts.length} candidate pair${this.attempts.length === 1 ? '' : 's'} failed (${failed.map((a) => `${a.label}: ${a.reason}`).slice(0, 6).join('; ')})`)
+    if (this.attempts.length === 0)
+      parts.push(`no usable remote TCP candidate (${this.remote?.candidates.length ?? 0} announced, ${skipped.length} passive skipped: link-local/loopback/unusable)`)
+    else
+      parts.push(
+        `${failed.length} of ${this.attempts.length} candidate pair${this.attempts.length === 1 ? '' : 's'} failed (${failed
+          .map((a) => `${a.label}: ${a.reason}`)
+          .slice(0, 6)
+          .join('; ')})`,
+      )
     parts.push(this.inboundSeen > 0 ? `${this.inboundSeen} connection(s) from the peer did not complete` : 'no connection from the peer')
     return `no TCP path: ${parts.join('; ')}`
   }

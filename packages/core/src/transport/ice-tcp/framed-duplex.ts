@@ -73,10 +73,11 @@ export class FramedDuplex extends Duplex {
     const flushed = this.socket.write(out)
     if (this.framer.atBoundary) this.flushStun()
     if (flushed) callback()
-    else this.onDrain = () => {
-      this.onDrain = undefined
-      callback()
-    }
+    else
+      this.onDrain = () => {
+        this.onDrain = undefined
+        callback()
+      }
   }
 
   override _final(callback: (err?: Error | null) => void): void {

@@ -17,7 +17,7 @@
  * Credentials never appear in a message or a log line (the TURN client guarantees it; we only print the server).
  */
 import type { Socket } from 'node:net'
-import { DhtnetError, isDhtnetError } from '../../errors.js'
+import { DhtnetError, isDhtnetError, errorMessage } from '../../errors.js'
 import type { Logger } from '../../util/log.js'
 import { TurnTcpClient } from '../turn/client.js'
 import type { TurnAllocation } from '../turn/allocation.js'
@@ -120,11 +120,14 @@ export class TcpRelay {
         this.holds.clear()
         if (err) this.lastError = err
       })
-      this.log('info', `ice-tcp: TCP relay on ${this.description}: relayed address ${formatHostPort(relayed.address, relayed.port)} (${Math.round(performance.now() - started)} ms)`)
+      this.log(
+        'info',
+        `ice-tcp: TCP relay on ${this.description}: relayed address ${formatHostPort(relayed.address, relayed.port)} (${Math.round(performance.now() - started)} ms)`,
+      )
       return allocation
     } catch (err) {
       if (this.closed) return undefined
-      const error = isDhtnetError(err) ? err : new DhtnetError('TURN_UNREACHABLE', `TURN server ${this.description}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+      const error = isDhtnetError(err) ? err : new DhtnetError('TURN_UNREACHABLE', `TURN server ${this.description}: ${errorMessage(err)}`, { cause: err })
       this.lastError = error
       this.retryAt = Date.now() + this.retryDelayMs
       this.log('warn', `ice-tcp: no TCP relay on ${this.description}: ${error.message} (next attempt in ${Math.round(this.retryDelayMs / 1000)} s)`)

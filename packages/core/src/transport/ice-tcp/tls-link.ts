@@ -68,7 +68,8 @@ function spki(key: KeyObject): Buffer {
 /** The chain the peer presented, leaf first, as Node links it (issuerCertificate). */
 export function presentedChain(socket: TLSSocket): X509Certificate[] {
   const out: X509Certificate[] = []
-  let cert = socket.getPeerCertificate(true) as tls.DetailedPeerCertificate | undefined
+  // an empty object when the peer sent no certificate: `raw` is then missing
+  let cert = socket.getPeerCertificate(true) as Partial<tls.DetailedPeerCertificate> | undefined
   const seen = new Set<unknown>()
   while (cert && cert.raw && !seen.has(cert) && out.length < MAX_PEER_CHAIN) {
     seen.add(cert)

@@ -100,7 +100,12 @@ export class IceTcpTransport implements Transport {
   constructor(readonly options: IceTcpTransportOptions) {
     this.logger = toLogger(options.logger)
     this.timeouts = { ...DEFAULT_AGENT_TIMEOUTS, iceMs: 20_000, tlsMs: 15_000, preAuthMs: DEFAULT_PRE_AUTH_TIMEOUT_MS, ...options.timeouts }
-    this.limits = { ...DEFAULT_AGENT_LIMITS, maxUnauthenticated: DEFAULT_MAX_UNAUTHENTICATED, maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, ...options.limits }
+    this.limits = {
+      ...DEFAULT_AGENT_LIMITS,
+      maxUnauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+      maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+      ...options.limits,
+    }
     this.relay = options.relay ? new TcpRelay(options.relay, (stream, peer, relayed) => this.adoptRelayed(stream, peer, relayed), this.logger) : undefined
     this.portMapping = options.portMapper ? new ListenerPortMapping(options.portMapper, this.logger) : undefined
   }
@@ -125,6 +130,7 @@ export class IceTcpTransport implements Transport {
     })
     try {
       const listener = await this.listener
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() may run during the await (TypeScript keeps the narrowing from the check before it)
       if (this.closed) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed')
       this.openListener = listener
       return listener.addresses
@@ -172,7 +178,9 @@ export class IceTcpTransport implements Transport {
     const remote = context.role === 'responder' ? parseRemote(context.remoteDescription) : undefined
     const hosts = hostAddresses(this.options).filter((h) => listener.portFor(h.family) !== undefined)
     if (hosts.length === 0) {
-      throw new DhtnetError('ICE_FAILED', 'ICE-TCP: no usable local address', { hint: this.options.includeLoopback ? undefined : 'is the machine offline? (loopback is not offered)' })
+      throw new DhtnetError('ICE_FAILED', 'ICE-TCP: no usable local address', {
+        hint: this.options.includeLoopback ? undefined : 'is the machine offline? (loopback is not offered)',
+      })
     }
     // the mapping and the relay usually exist already (prepare()); otherwise each is waited for, in parallel, bounded
     const [ownMapped, callerMapped, reflexive, allocation] = await Promise.all([
@@ -249,7 +257,16 @@ export class IceTcpTransport implements Transport {
     const listener = this.listener
     this.listener = undefined
     this.openListener = undefined
-    await Promise.all([this.relay?.close(), this.portMapping?.close(), listener ? listener.then((l) => l.close(), () => undefined) : undefined])
+    await Promise.all([
+      this.relay?.close(),
+      this.portMapping?.close(),
+      listener
+        ? listener.then(
+            (l) => l.close(),
+            () => undefined,
+          )
+        : undefined,
+    ])
   }
 }
 
@@ -320,20 +337,30 @@ export class IceTcpSession implements TransportSession {
         signal,
         logger,
       })
-      const link = new IceTcpLink(result.socket, path.socket, result.framed, {
-        transport: 'ice-tcp',
-        candidatePair: path.candidatePair,
-        relay: path.relayed ? 'tcp' : undefined,
-        localAddress: formatHostPort(path.localAddress, path.localPort),
-        remoteAddress: formatHostPort(path.remoteAddress, path.remotePort),
-      }, tlsMode, result.peerChain)
+      const link = new IceTcpLink(
+        result.socket,
+        path.socket,
+        result.framed,
+        {
+          transport: 'ice-tcp',
+          candidatePair: path.candidatePair,
+          relay: path.relayed ? 'tcp' : undefined,
+          localAddress: formatHostPort(path.localAddress, path.localPort),
+          remoteAddress: formatHostPort(path.remoteAddress, path.remotePort),
+        },
+        tlsMode,
+        result.peerChain,
+      )
       if (this.permission && path.candidatePair.startsWith('relay/')) {
         // the link runs through our allocation: the peer's permission lives as long as the link
         this.permissionKept = true
         const permission = this.permission
         link.once('close', () => void permission.then((p) => p.release()))
       }
-      logger('info', `ice-tcp: connected ${link.path.localAddress} -> ${link.path.remoteAddress} (${path.candidatePair}${path.relayed ? ', through a TURN relay over TCP' : ''}, ${tlsMode} TLS)`)
+      logger(
+        'info',
+        `ice-tcp: connected ${link.path.localAddress} -> ${link.path.remoteAddress} (${path.candidatePair}${path.relayed ? ', through a TURN relay over TCP' : ''}, ${tlsMode} TLS)`,
+      )
       return link
     } catch (err) {
       this.agent.close('failed')

@@ -146,7 +146,9 @@ export class TurnAllocation extends EventEmitter<TurnAllocationEvents> {
     }
     const fresh = wanted.filter((ip) => !this.permitted.has(ip))
     if (this.permitted.size + fresh.length > this.limits.maxPermissions) {
-      throw new DhtnetError('TURN_REFUSED', `more than ${this.limits.maxPermissions} peer addresses would hold a TURN permission`, { hint: 'forget() the peers of finished sessions' })
+      throw new DhtnetError('TURN_REFUSED', `more than ${this.limits.maxPermissions} peer addresses would hold a TURN permission`, {
+        hint: 'forget() the peers of finished sessions',
+      })
     }
     if (wanted.length === 0) return []
     await this.createPermissions(wanted, options.signal)
@@ -219,7 +221,11 @@ export class TurnAllocation extends EventEmitter<TurnAllocationEvents> {
     } catch (err) {
       if (options.signal?.aborted) throw new DhtnetError('ABORTED', `relayed connection to ${where} aborted`, { cause: err })
       if (this.closed) throw this.closedError()
-      if (deadline.aborted) throw new DhtnetError('TURN_UNREACHABLE', `no relayed connection to ${where} within ${timeoutMs} ms`, { cause: err, hint: 'the peer may not accept connections from the relay' })
+      if (deadline.aborted)
+        throw new DhtnetError('TURN_UNREACHABLE', `no relayed connection to ${where} within ${timeoutMs} ms`, {
+          cause: err,
+          hint: 'the peer may not accept connections from the relay',
+        })
       throw err
     } finally {
       this.connecting--
@@ -243,11 +249,10 @@ export class TurnAllocation extends EventEmitter<TurnAllocationEvents> {
     this.stopTimers()
     if (!this.control.closed) {
       try {
-        const response = await this.credentials.request(
-          this.control,
-          () => StunMessageBuilder.create(StunMethod.REFRESH, 'request').addUint32(StunAttr.LIFETIME, 0),
-          { timeoutMs: this.timeouts.closeMs, what: 'Refresh (deallocate)' },
-        )
+        const response = await this.credentials.request(this.control, () => StunMessageBuilder.create(StunMethod.REFRESH, 'request').addUint32(StunAttr.LIFETIME, 0), {
+          timeoutMs: this.timeouts.closeMs,
+          what: 'Refresh (deallocate)',
+        })
         if (response.class === 'success') this.log('debug', `turn: deallocated ${formatHostPort(this.relayedAddress.address, this.relayedAddress.port)}`)
         else this.log('debug', `turn: deallocation answered ${reasonOf(response)}`)
       } catch (err) {
@@ -355,11 +360,15 @@ export class TurnAllocation extends EventEmitter<TurnAllocationEvents> {
         () => StunMessageBuilder.create(StunMethod.REFRESH, 'request').addUint32(StunAttr.LIFETIME, this.requestedLifetimeS),
         { timeoutMs: this.timeouts.transactionMs, signal: this.closing.signal, what: 'Refresh' },
       )
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() may run during the await (TypeScript keeps the narrowing from the check before it)
       if (this.closed) return
       if (response.class !== 'success') {
         const code = errorCodeOf(response)
         const gone = classifyTurnError(code) === 'allocation-gone'
-        throw new DhtnetError('TURN_REFUSED', gone ? `the TURN server no longer holds the allocation (${reasonOf(response)})` : `the TURN server refused to refresh the allocation: ${reasonOf(response)}`)
+        throw new DhtnetError(
+          'TURN_REFUSED',
+          gone ? `the TURN server no longer holds the allocation (${reasonOf(response)})` : `the TURN server refused to refresh the allocation: ${reasonOf(response)}`,
+        )
       }
       let granted = this.lifetimeS
       try {
@@ -373,6 +382,7 @@ export class TurnAllocation extends EventEmitter<TurnAllocationEvents> {
       this.log('debug', `turn: allocation refreshed for ${this.lifetimeS} s`)
       this.scheduleRefresh()
     } catch (err) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() may run during the await (TypeScript keeps the narrowing from the check before it)
       if (this.closed) return
       const error = isDhtnetError(err) ? err : new DhtnetError('INTERNAL_ERROR', String(err))
       const retryable = error.code === 'TURN_UNREACHABLE' || error.code === 'TRANSPORT_ERROR'
@@ -411,7 +421,12 @@ export class TurnAllocation extends EventEmitter<TurnAllocationEvents> {
     this.binding++
     this.bindingPerPeer.set(ip, fromPeer + 1)
     const from = { family: peer.family, address: ip, port: peer.port } as const
-    bindDataConnection(this.server, this.credentials, connectionId, { timeoutMs: this.timeouts.bindMs, signal: this.closing.signal, limits: this.connectionLimits(), logger: this.log })
+    bindDataConnection(this.server, this.credentials, connectionId, {
+      timeoutMs: this.timeouts.bindMs,
+      signal: this.closing.signal,
+      limits: this.connectionLimits(),
+      logger: this.log,
+    })
       .then(
         (socket) => {
           if (this.closed) {

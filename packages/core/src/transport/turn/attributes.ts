@@ -53,12 +53,7 @@ export function readConnectionId(msg: StunMessage): number | undefined {
 /** A server's error answer turned into what it means for us. */
 export type ErrorVerdict =
   /** 401 without credentials yet, or 438: take REALM/NONCE and try again */
-  | 'challenge'
-  | 'auth-failed'
-  | 'refused'
-  | 'peer-unreachable'
-  | 'allocation-gone'
-  | 'other'
+  'challenge' | 'auth-failed' | 'refused' | 'peer-unreachable' | 'allocation-gone' | 'other'
 
 export function classifyTurnError(code: number): ErrorVerdict {
   switch (code) {
@@ -95,7 +90,7 @@ export function reasonOf(msg: StunMessage): string {
     value = undefined
   }
   if (!value) return 'error response without a valid ERROR-CODE'
-  // eslint-disable-next-line no-control-regex
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what this removes from text a server sent
   const reason = value.reason.replace(/[\x00-\x1f\x7f]/g, '').slice(0, 80)
   return reason ? `${value.code} ${reason}` : String(value.code)
 }

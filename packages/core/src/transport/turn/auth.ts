@@ -71,7 +71,7 @@ export class LongTermCredentials {
       throw new DhtnetError('STUN_ERROR', `the TURN server's ${errorCodeOf(msg)} answer carries no usable NONCE`)
     }
     const realm = realmAttr?.value.toString('utf8') ?? this.#realm
-    if (realm === undefined || realmAttr && (realmAttr.value.length === 0 || realmAttr.value.length > MAX_REALM_OR_NONCE_BYTES)) {
+    if (realm === undefined || (realmAttr && (realmAttr.value.length === 0 || realmAttr.value.length > MAX_REALM_OR_NONCE_BYTES))) {
       throw new DhtnetError('STUN_ERROR', `the TURN server's ${errorCodeOf(msg)} answer carries no usable REALM`)
     }
     if (realm !== this.#realm || !this.#key) {
@@ -120,6 +120,6 @@ export class LongTermCredentials {
 
 /** Text from the network made safe for one log line. */
 export function printable(text: string, max = 80): string {
-  // eslint-disable-next-line no-control-regex
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what this removes from text a server sent
   return text.replace(/[\x00-\x1f\x7f]/g, '?').slice(0, max)
 }

@@ -63,10 +63,7 @@ export async function allocateTcpRelay(options: TurnTcpAllocateOptions): Promise
     const credentials = new LongTermCredentials(username, password, options.realm)
     const response = await credentials.request(
       control,
-      () =>
-        StunMessageBuilder.create(StunMethod.ALLOCATE, 'request')
-          .add(StunAttr.REQUESTED_TRANSPORT, encodeRequestedTransport())
-          .addUint32(StunAttr.LIFETIME, lifetimeS),
+      () => StunMessageBuilder.create(StunMethod.ALLOCATE, 'request').add(StunAttr.REQUESTED_TRANSPORT, encodeRequestedTransport()).addUint32(StunAttr.LIFETIME, lifetimeS),
       { timeoutMs: timeouts.transactionMs, signal, what: 'Allocate' },
     )
     const mismatch = credentials.realmMismatch()
@@ -99,7 +96,10 @@ export async function allocateTcpRelay(options: TurnTcpAllocateOptions): Promise
       throw new DhtnetError('TURN_UNREACHABLE', `no TCP relay allocated on ${what} within ${timeouts.allocateMs} ms`, { cause: err })
     }
     if (isDhtnetError(err, 'STUN_ERROR')) {
-      throw new DhtnetError('TURN_UNREACHABLE', `${what} does not answer as a TURN server: ${err.message}`, { cause: err, hint: 'check the TURN server address and port: what answers there is not a TURN server' })
+      throw new DhtnetError('TURN_UNREACHABLE', `${what} does not answer as a TURN server: ${err.message}`, {
+        cause: err,
+        hint: 'check the TURN server address and port: what answers there is not a TURN server',
+      })
     }
     if (isDhtnetError(err)) throw err
     throw new DhtnetError('TURN_UNREACHABLE', `allocating a TCP relay on ${what} failed: ${(err as Error).message}`, { cause: err })

@@ -87,10 +87,14 @@ export function openServerSocket(server: ServerEndpoint, options: { timeoutMs: n
     }
     const onReady = (): void => finish()
     const onError = (err: NodeJS.ErrnoException): void => {
-      const tlsProblem = server.transport === 'tls' && (err.code?.startsWith('ERR_TLS') || err.code?.startsWith('ERR_SSL') || /certificate|self.signed|handshake|ssl|tls/i.test(err.message))
+      const tlsProblem =
+        server.transport === 'tls' && (err.code?.startsWith('ERR_TLS') || err.code?.startsWith('ERR_SSL') || /certificate|self.signed|handshake|ssl|tls/i.test(err.message))
       finish(
         tlsProblem
-          ? new DhtnetError('TLS_FAILED', `TLS with the TURN server ${where} failed: ${err.message}`, { cause: err, hint: "the TURN server's certificate is not trusted here: give its CA (tls.ca), or check the server name" })
+          ? new DhtnetError('TLS_FAILED', `TLS with the TURN server ${where} failed: ${err.message}`, {
+              cause: err,
+              hint: "the TURN server's certificate is not trusted here: give its CA (tls.ca), or check the server name",
+            })
           : new DhtnetError('TURN_UNREACHABLE', `cannot connect to the TURN server ${where}: ${err.code ?? err.message}`, { cause: err }),
       )
     }
@@ -124,7 +128,7 @@ interface Pending {
   readonly method: number
   readonly options: RequestOptions
   resolve(msg: StunMessage): void
-  reject(err: unknown): void
+  reject(err: Error): void
 }
 
 export interface ConnectionLimits {
@@ -244,7 +248,11 @@ export class TurnConnection {
   }
 
   private readonly onError = (err: Error): void => {
-    this.close(new DhtnetError('TURN_UNREACHABLE', `connection to the TURN server ${describeEndpoint(this.server)} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }))
+    this.close(
+      new DhtnetError('TURN_UNREACHABLE', `connection to the TURN server ${describeEndpoint(this.server)} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, {
+        cause: err,
+      }),
+    )
   }
 
   private readonly onEnd = (): void => {

@@ -41,11 +41,14 @@ export async function bindDataConnection(server: ServerEndpoint, credentials: Lo
   }
   const connection = new TurnConnection(socket, server, options.limits, options.logger)
   try {
-    const response = await credentials.forNewConnection().request(
-      connection,
-      () => StunMessageBuilder.create(StunMethod.CONNECTION_BIND, 'request').add(StunAttr.CONNECTION_ID, encodeConnectionId(connectionId)),
-      { timeoutMs: options.timeoutMs, signal, detachOnSuccess: true, what: 'CONNECTION-BIND' },
-    )
+    const response = await credentials
+      .forNewConnection()
+      .request(connection, () => StunMessageBuilder.create(StunMethod.CONNECTION_BIND, 'request').add(StunAttr.CONNECTION_ID, encodeConnectionId(connectionId)), {
+        timeoutMs: options.timeoutMs,
+        signal,
+        detachOnSuccess: true,
+        what: 'CONNECTION-BIND',
+      })
     if (response.class !== 'success') {
       throw new DhtnetError('TURN_REFUSED', `the TURN server refused to bind connection ${connectionId}: ${reasonOf(response)}`)
     }

@@ -71,11 +71,11 @@ export function parseTurnServer(input: string | URL, transport?: TurnTransport):
   const queryTransport = /(?:^|&)transport=([a-z]+)/i.exec(query)?.[1]?.toLowerCase()
   if (queryTransport !== undefined && queryTransport !== 'tcp' && queryTransport !== 'tls') {
     throw new DhtnetError('UNSUPPORTED_TRANSPORT', `TURN over ${queryTransport.slice(0, 8)} is not what this client does (TCP or TLS)`, {
-      hint: 'UDP relays are WebRTC\'s (turn:…); this client relays TCP over turn:…?transport=tcp or turns:',
+      hint: "UDP relays are WebRTC's (turn:…); this client relays TCP over turn:…?transport=tcp or turns:",
     })
   }
   if (scheme === 'turns' && queryTransport === 'tcp') throw bad('turns: means TLS, not transport=tcp')
-  const chosen: TurnTransport = scheme === 'turns' ? 'tls' : queryTransport === 'tls' ? 'tls' : queryTransport ?? transport ?? 'tcp'
+  const chosen: TurnTransport = scheme === 'turns' ? 'tls' : queryTransport === 'tls' ? 'tls' : (queryTransport ?? transport ?? 'tcp')
   let host: string
   let portText: string | undefined
   const v6 = /^\[([0-9a-fA-F:.]+)\](?::(\d*))?$/.exec(text)
@@ -109,6 +109,9 @@ export async function resolveTurnHost(host: string, signal: AbortSignal): Promis
     return address
   } catch (err) {
     if (err instanceof DhtnetError) throw err
-    throw new DhtnetError('TURN_UNREACHABLE', `cannot resolve the TURN server ${host}: ${(err as Error).message}`, { cause: err, hint: 'check the TURN server name and the DNS configuration' })
+    throw new DhtnetError('TURN_UNREACHABLE', `cannot resolve the TURN server ${host}: ${(err as Error).message}`, {
+      cause: err,
+      hint: 'check the TURN server name and the DNS configuration',
+    })
   }
 }

@@ -227,7 +227,17 @@ async function main(): Promise<void> {
   const cm = runtime.connections
   if (process.env.NATLAB_TRACE) traceDht(runtime)
   cm.on('connection', (info: { candidatePair?: string; localAddress?: string; remoteAddress?: string; initiator: boolean; path: string; relay?: string; transport: string }) =>
-    out({ event: 'connection', pair: info.candidatePair, local: info.localAddress, remote: info.remoteAddress, initiator: info.initiator, path: info.path, relay: info.relay, transport: info.transport, atMs: since() }),
+    out({
+      event: 'connection',
+      pair: info.candidatePair,
+      local: info.localAddress,
+      remote: info.remoteAddress,
+      initiator: info.initiator,
+      path: info.path,
+      relay: info.relay,
+      transport: info.transport,
+      atMs: since(),
+    }),
   )
   out({ event: 'ready', id: runtime.identity.id, longId: runtime.identity.longId, startupMs: since() })
   if (config.mode === 'serve') return
@@ -278,7 +288,14 @@ async function main(): Promise<void> {
     })
     return stop(ok ? 0 : 1)
   } catch (err) {
-    out({ event: 'result', ok: false, code: isDhtnetError(err) ? err.code : 'UNEXPECTED', message: (err as Error).message, connectMs: Math.round(connectMs), pair: info?.candidatePair })
+    out({
+      event: 'result',
+      ok: false,
+      code: isDhtnetError(err) ? err.code : 'UNEXPECTED',
+      message: (err as Error).message,
+      connectMs: Math.round(connectMs),
+      pair: info?.candidatePair,
+    })
     return stop(1)
   }
 }

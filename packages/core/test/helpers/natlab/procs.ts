@@ -159,24 +159,37 @@ export async function startCoturn(netns: string, workDir: string, options: { max
     '--no-cli',
     '--no-tls',
     '--no-dtls',
-    '--listening-ip', NET.turn,
-    '--relay-ip', NET.turn,
-    '--listening-port', '3478',
-    '--min-port', '49152',
-    '--max-port', '65535',
+    '--listening-ip',
+    NET.turn,
+    '--relay-ip',
+    NET.turn,
+    '--listening-port',
+    '3478',
+    '--min-port',
+    '49152',
+    '--max-port',
+    '65535',
     '--lt-cred-mech',
-    '--user', `${TURN_USER}:${TURN_PASS}`,
-    '--realm', TURN_REALM,
+    '--user',
+    `${TURN_USER}:${TURN_PASS}`,
+    '--realm',
+    TURN_REALM,
     // the lab's public range (TEST-NET-2): relaying to peers there must be allowed explicitly
     '--allowed-peer-ip=198.51.100.0-198.51.100.255',
-    '--userdb', join(workDir, 'turndb'),
-    '--pidfile', join(workDir, 'turnserver.pid'),
-    '--log-file', 'stdout',
+    '--userdb',
+    join(workDir, 'turndb'),
+    '--pidfile',
+    join(workDir, 'turnserver.pid'),
+    '--log-file',
+    'stdout',
     '--simple-log',
     '--no-software-attribute',
     ...(options.maxAllocateLifetimeS !== undefined ? [`--max-allocate-lifetime=${options.maxAllocateLifetimeS}`] : []),
   ])
-  await stopOnFailure(proc, proc.waitFor('coturn to listen', (l) => /UDP listener opened on\s*:?\s*198\.51\.100\.10:3478/.test(l), 10_000))
+  await stopOnFailure(
+    proc,
+    proc.waitFor('coturn to listen', (l) => /UDP listener opened on\s*:?\s*198\.51\.100\.10:3478/.test(l), 10_000),
+  )
   return proc
 }
 
@@ -186,7 +199,10 @@ export async function startBootstrap(netns: string): Promise<LabProcess> {
     throw new Error(`${NODE_CLI} is missing: build the workspace first (pnpm exec turbo run build)`)
   }
   const proc = spawnInNs(netns, 'dhtnet-node', process.execPath, [NODE_CLI, '-p', String(NET.bootPort), '--ipv4', NET.boot, '--no-ipv6', '--no-discovery'])
-  await stopOnFailure(proc, proc.waitFor('dhtnet-node to listen', (l) => l.includes('dhtnet-node listening on'), 15_000))
+  await stopOnFailure(
+    proc,
+    proc.waitFor('dhtnet-node to listen', (l) => l.includes('dhtnet-node listening on'), 15_000),
+  )
   return proc
 }
 

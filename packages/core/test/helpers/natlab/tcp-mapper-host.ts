@@ -48,11 +48,12 @@ async function stop(code: number): Promise<void> {
 process.on('SIGTERM', () => void stop(0))
 process.on('SIGINT', () => void stop(0))
 
-if (config.via !== 'none') try {
-  const t0 = performance.now()
-  const mapping = await mapper.mapTcp(port)
-  out({ event: 'mapped', port, mapping, candidate: tcpMappedCandidate(mapping), ms: Math.round(performance.now() - t0) })
-} catch (err) {
-  out({ event: 'failed', code: (err as { code?: string }).code, message: (err as Error).message })
-  await stop(1)
-}
+if (config.via !== 'none')
+  try {
+    const t0 = performance.now()
+    const mapping = await mapper.mapTcp(port)
+    out({ event: 'mapped', port, mapping, candidate: tcpMappedCandidate(mapping), ms: Math.round(performance.now() - t0) })
+  } catch (err) {
+    out({ event: 'failed', code: (err as { code?: string }).code, message: (err as Error).message })
+    await stop(1)
+  }

@@ -158,7 +158,7 @@ export class NatLab {
 
   /** Delete every namespace of this run (also any left by an earlier crash of this run's prefix). Never throws. */
   destroy(): void {
-    let names: string[] = []
+    let names: string[]
     try {
       names = existingNamespaces().filter((n) => n.startsWith(`${this.prefix}-`))
     } catch {
@@ -229,10 +229,7 @@ export class NatLab {
 /** nftables rules of a home router (netlab.md "NAT variants"). */
 export function routerRuleset(mode: NatMode, hostAddr: string): string {
   const masquerade = mode === 'sym' ? 'masquerade fully-random' : 'masquerade persistent'
-  const blockUdp =
-    mode === 'blockudp'
-      ? `    iifname "lan0" ip daddr ${NET.boot} udp dport ${NET.bootPort} accept\n    iifname "lan0" meta l4proto udp drop\n`
-      : ''
+  const blockUdp = mode === 'blockudp' ? `    iifname "lan0" ip daddr ${NET.boot} udp dport ${NET.bootPort} accept\n    iifname "lan0" meta l4proto udp drop\n` : ''
   const fullcone = mode === 'fullcone'
   return `table ip nlfw {
   chain input {
