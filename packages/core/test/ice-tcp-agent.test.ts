@@ -356,3 +356,34 @@ for (const native of [false, true])
       await new Promise<void>((r) => server.close(() => r()))
     }
   })
+
+test('a check connection handed over (detach) keeps its socket from crashing the process when a late write fails', async () => {
+  const { createServer } = await import('node:net')
+  const { CheckConnection } = await import('../src/transport/ice-tcp/check-connection.js')
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as { port: number }).port
+  const accepted = once(server, 'connection') as Promise<[Socket]>
+  const socket = connect(port, '127.0.0.1')
+  await once(socket, 'connect')
+  const [peer] = await accepted
+  const conn = new CheckConnection(1, socket, 'outbound', { onRequest: () => {}, onClose: () => {} })
+  conn.start()
+  const { socket: handedOver } = conn.detach()
+  // the peer resets the connection: the socket fails on its own (read ECONNRESET) or on a write made now (an answer
+  // queued before the hand-over); either way asynchronously, with the check connection's listeners gone
+  const closed = new Promise((resolve) => handedOver.once('close', resolve)) // not once(): it would listen to 'error'
+  peer.resetAndDestroy()
+  await new Promise((r) => setTimeout(r, 100))
+  if (!handedOver.destroyed) {
+    handedOver.write(Buffer.alloc(64))
+    handedOver.write(Buffer.alloc(64))
+  }
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the socket did not close within 5 s')), 5000)))
+  await Promise.race([closed, deadline]) // with no 'error' listener, the failure would have been an uncaught exception
+  clearTimeout(timer)
+  assert.ok(handedOver.destroyed)
+  server.close()
+})

@@ -119,6 +119,10 @@ export class CheckConnection {
     this.frozen = true
     this.socket.pause()
     this.removeListeners()
+    // A check answer written just before the hand-over can still fail after it (ECONNRESET emitted on this object,
+    // which TLS, built on its handle, does not listen to): without a listener that would crash the process. The new
+    // owner sees the failure on its own reads and writes.
+    this.socket.on('error', ignoreLateError)
     this.dropTransactions()
     return { socket: this.socket, remaining: this.decoder.takeRemaining() }
   }
@@ -127,7 +131,7 @@ export class CheckConnection {
     if (this.closed || this.detached) return
     this.closed = true
     this.removeListeners()
-    this.socket.on('error', () => {})
+    this.socket.on('error', ignoreLateError)
     this.socket.destroy()
     for (const [, t] of this.transactions) {
       clearTimeout(t.timer)
@@ -195,3 +199,6 @@ export class CheckConnection {
     }
   }
 }
+
+/** For a socket we let go of: its late errors are expected and have no one left to tell. */
+function ignoreLateError(): void {}
