@@ -13,6 +13,12 @@ async function openPair(pair: MuxPair, name: string): Promise<[ChannelSocket, Ch
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
+/** Polls `cond` every 10 ms for up to 5 s. */
+async function waitUntil(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await sleep(10)
+  assert.ok(cond(), 'condition not reached within 5 s')
+}
+
 test('backpressure: a paused reader stops its sender after one window, memory stays bounded, another channel keeps flowing', () =>
   withPair({ a: { channelWindowBytes: 256 * 1024 }, b: { channelWindowBytes: 256 * 1024 } }, async (pair) => {
     const [slowTx, slowRx] = await openPair(pair, 'slow')
@@ -91,6 +97,38 @@ test('backpressure across a congested transport: writes wait, nothing is lost, t
     tx.end()
     await ended
     assert.equal(got, offered)
+  }))
+
+test('a second open channel shortens the transport buffer (sharedSendHighWaterBytes): a small message waits behind at most that much bulk', () =>
+  withPair({ a: { sendHighWaterBytes: 512 * 1024, sharedSendHighWaterBytes: 64 * 1024 } }, async (pair) => {
+    const frameBytes = 64 * 1024 + 64 // one DATA frame and its header may go over the mark
+    const fill = async (tx: ChannelSocket): Promise<void> => {
+      // 768 KiB queued in the channel whatever write() says (more than either mark), then time for the pump
+      for (let i = 0; i < 12; i++) tx.write(Buffer.alloc(64 * 1024, 5))
+      await sleep(50)
+    }
+    // one channel: the transport may hold the long buffer
+    const [bulkTx, bulkRx] = await openPair(pair, 'bulk')
+    pair.ta.pause()
+    await fill(bulkTx)
+    const alone = pair.ta.bufferedAmount
+    assert.ok(alone > 256 * 1024 && alone <= 512 * 1024 + frameBytes, `one channel: transport holds ${alone}`)
+    // drain it, then open a second channel: the same bulk now stops at the short mark
+    let got = 0
+    bulkRx.on('data', (c: Buffer) => (got += c.length))
+    pair.ta.resume()
+    await waitUntil(() => pair.ta.bufferedAmount === 0)
+    const [keyTx, keyRx] = await openPair(pair, 'keys')
+    pair.ta.pause()
+    await fill(bulkTx)
+    const shared = pair.ta.bufferedAmount
+    assert.ok(shared <= 64 * 1024 + frameBytes, `two channels: transport holds ${shared}`)
+    // the small message is queued behind that much bulk only, and arrives once the link moves
+    const key = new Promise<Buffer>((r) => keyRx.once('data', r))
+    keyTx.write(Buffer.from('k'))
+    pair.ta.resume()
+    assert.equal((await key).toString(), 'k')
+    assert.ok(got > 0)
   }))
 
 test('fairness: a small message on one channel arrives while another channel moves bulk data (latency logged)', () =>

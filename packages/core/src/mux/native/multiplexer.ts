@@ -47,6 +47,9 @@ export interface MultiplexerOptions {
   channelWindowBytes?: number
   /** Stop feeding the reliable transport while its bufferedAmount is at least this (default 512 KiB). */
   sendHighWaterBytes?: number
+  /** The same while more than one channel is open (default 64 KiB): a small message on one channel then waits behind
+   *  at most this much of another's bulk (a dsh keystroke beside a transfer); one channel alone keeps the long buffer. */
+  sharedSendHighWaterBytes?: number
   /** Drop datagrams while the datagram transport's bufferedAmount is at least this (default 256 KiB). */
   datagramHighWaterBytes?: number
   /** Largest DATA frame payload (default 64 KiB, capped by the transport's maxMessageSize). */
@@ -152,6 +155,7 @@ export class Multiplexer extends EventEmitter implements Mux {
   private readonly deadPeerTimeoutMs: number
   private readonly channelWindow: number
   private readonly sendHighWater: number
+  private readonly sharedSendHighWater: number
   private readonly datagramHighWater: number
   private readonly maxDataPayload: number
   private readonly maxChannels: number
@@ -208,6 +212,7 @@ export class Multiplexer extends EventEmitter implements Mux {
     this.deadPeerTimeoutMs = options.deadPeerTimeoutMs ?? 20000
     this.channelWindow = Math.min(options.channelWindowBytes ?? 1024 * KiB, 0xffffffff)
     this.sendHighWater = options.sendHighWaterBytes ?? 512 * KiB
+    this.sharedSendHighWater = Math.min(options.sharedSendHighWaterBytes ?? 64 * KiB, this.sendHighWater)
     this.datagramHighWater = options.datagramHighWaterBytes ?? 256 * KiB
     this.maxDataPayload = Math.max(1, Math.min(options.maxFramePayloadBytes ?? 64 * KiB, this.reliable.maxMessageSize - FRAME_HEADER_BYTES))
     this.maxChannels = options.maxChannels ?? 1024
@@ -495,7 +500,13 @@ export class Multiplexer extends EventEmitter implements Mux {
   }
 
   private sendBlocked(): boolean {
-    return this.transportFull || this.reliable.bufferedAmount >= this.sendHighWater
+    return this.transportFull || this.reliable.bufferedAmount >= this.sendHighWaterNow()
+  }
+
+  /** Measured with dsh's keystroke benchmark: 64 KiB took the median from 3.4 to 0.6 ms beside a bulk session on the
+   *  same connection (p99 25 → 13 ms) for 25% less bulk throughput, which a connection with one channel keeps. */
+  private sendHighWaterNow(): number {
+    return this.channelTable.size > 1 ? this.sharedSendHighWater : this.sendHighWater
   }
 
   /**
@@ -538,10 +549,10 @@ export class Multiplexer extends EventEmitter implements Mux {
     if (this.drainPoll) return
     // 'drain' resumes us; this poll is a safety net for a transport whose low-water mark is above our high water
     this.drainPoll = setInterval(() => {
-      if (this.reliable.bufferedAmount >= this.sendHighWater / 2) return
+      if (this.reliable.bufferedAmount >= this.sendHighWaterNow() / 2) return
       if (!this.drainPollWarned) {
         this.drainPollWarned = true
-        this.log('debug', `multiplexer: the transport did not emit 'drain' (its low-water mark is probably above ${this.sendHighWater / 2} bytes); resuming by polling`)
+        this.log('debug', `multiplexer: the transport did not emit 'drain' (its low-water mark is probably above ${this.sendHighWaterNow() / 2} bytes); resuming by polling`)
       }
       this.onDrain()
     }, 20)
