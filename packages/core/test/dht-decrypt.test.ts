@@ -126,3 +126,39 @@ test('the RSA operation runs in a worker thread; the worker restarts after it di
   await w.close()
   await assert.rejects(w.decryptBlock(v.cypher!.subarray(0, 256)), /closed/)
 })
+
+test('prewarm boots the worker thread before the first value (and not once closed); the operation then uses it', async () => {
+  const w = new RsaWorker(bob.privateKey)
+  const threadOf = () => (w as unknown as { worker?: import('node:worker_threads').Worker }).worker
+  assert.equal(threadOf(), undefined, 'no thread before use')
+  w.prewarm()
+  const booted = threadOf()
+  assert.ok(booted, 'a thread after prewarm')
+  const v = legit('prewarmed')
+  assert.equal((await w.decryptBlock(v.cypher!.subarray(0, 256)))[1], 2)
+  assert.equal(threadOf(), booted, 'the same thread did the work')
+  await w.close()
+  w.prewarm()
+  assert.equal(threadOf(), undefined, 'prewarm after close starts nothing')
+})
+
+test('a prewarmed worker that never worked does not keep the process alive', async () => {
+  const { spawn } = await import('node:child_process')
+  const { fileURLToPath } = await import('node:url')
+  const workerModule = fileURLToPath(new URL('../src/dht/rsa-worker.ts', import.meta.url))
+  const script = `
+    import { generateKeyPairSync } from 'node:crypto'
+    const { RsaWorker } = await import(${JSON.stringify(workerModule)})
+    new RsaWorker(generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey).prewarm()
+    console.log('main done')`
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
+  const [code, signal] = await new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])))
+  clearTimeout(timer)
+  assert.equal(signal, null, `the process did not exit on its own within 20 s: ${out}`)
+  assert.equal(code, 0, out)
+  assert.match(out, /main done/)
+})

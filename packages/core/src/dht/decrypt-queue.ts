@@ -158,6 +158,11 @@ export class DecryptScheduler {
     this.overall = new TokenBucket(this.limits.overall, Math.max(1, this.limits.overall * 2), this.now())
   }
 
+  /** Boot the decryption thread ahead of the first value (see RsaWorker.prewarm). */
+  prewarm(): void {
+    if (!this.closed) this.worker.prewarm()
+  }
+
   /** A new budget for one listen or one get. */
   lane(): DecryptLane {
     return new DecryptLane(new TokenBucket(this.limits.perLane, Math.max(1, this.limits.perLane * 2), this.now()))

@@ -4,8 +4,8 @@
  * private operation costs ~7.5 ms; on the main thread a few hundred of them stalled a node for seconds (issue 12).
  * The padding check, AES-GCM and the inner signature stay on the main thread: they cost microseconds.
  *
- * The worker is started on first use, keeps the process alive only while an operation is pending, and is
- * restarted after a crash. Its code is a few lines of plain JavaScript evaluated in the worker (`eval: true`), so
+ * The worker is started on first use or by prewarm(), keeps the process alive only while an operation is pending,
+ * and is restarted after a crash. Its code is a few lines of plain JavaScript evaluated in the worker (`eval: true`), so
  * it runs the same from the TypeScript sources and from dist.
  */
 import { Worker } from 'node:worker_threads'
@@ -50,6 +50,12 @@ export class RsaWorker {
     })
   }
 
+  /** Start the thread now: its first operation otherwise waits ~35 ms for it to boot (measured here), which a
+   *  fresh process would add to its first connection (the answer is its first decryption). */
+  prewarm(): void {
+    if (!this.closed) this.start()
+  }
+
   get busy(): number {
     return this.pending.size
   }
@@ -62,7 +68,6 @@ export class RsaWorker {
       execArgv: [],
       resourceLimits: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 8 },
     })
-    w.unref()
     w.on('message', (m: { id: number; out?: Uint8Array; error?: string }) => {
       const p = this.pending.get(m.id)
       if (!p) return
@@ -81,6 +86,9 @@ export class RsaWorker {
     }
     w.on('error', fail)
     w.on('exit', (code) => fail(new Error(`exit code ${code}`)))
+    // after the listeners: adding a 'message' listener refs the worker's port again (an idle worker, prewarmed and
+    // never used, would otherwise keep the process alive)
+    w.unref()
     this.worker = w
     return w
   }

@@ -152,9 +152,13 @@ export class SecureDht {
     return sha1('peer:' + parsePeerId(hexId).hex)
   }
 
-  /** Publish our certificate at both keys (permanent puts). Resolves with the outcome at each key. */
+  /** Publish our certificate at both keys (permanent puts). Resolves with the outcome at each key. The decryption
+   *  thread boots meanwhile: the first answer to one of our requests is decrypted without waiting for it. */
   start(): Promise<{ keyIdKey: boolean; longIdKey: boolean }> {
-    if (!this.certificatePublication) this.certificatePublication = this.publishCertificate()
+    if (!this.certificatePublication) {
+      this.decrypts.prewarm()
+      this.certificatePublication = this.publishCertificate()
+    }
     return this.certificatePublication
   }
 
