@@ -156,7 +156,7 @@ test('a prewarmed worker that never worked does not keep the process alive', asy
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr.on('data', (d: Buffer) => (out += d.toString()))
   const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
-  const [code, signal] = await new Promise((resolve) => child.once('exit', (c, s) => resolve([c, s])))
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])))
   clearTimeout(timer)
   assert.equal(signal, null, `the process did not exit on its own within 20 s: ${out}`)
   assert.equal(code, 0, out)

@@ -47,8 +47,10 @@ export interface MultiplexerOptions {
   channelWindowBytes?: number
   /** Stop feeding the reliable transport while its bufferedAmount is at least this (default 512 KiB). */
   sendHighWaterBytes?: number
-  /** The same while more than one channel is open (default 64 KiB): a small message on one channel then waits behind
-   *  at most this much of another's bulk (a dsh keystroke beside a transfer); one channel alone keeps the long buffer. */
+  /** The same while more than one channel is open (default: sendHighWaterBytes): a small message on one channel then
+   *  waits behind at most this much of another's bulk (a dsh keystroke beside a transfer). Only for a transport that
+   *  emits 'drain' below it (a TLS socket's empties to 0); above a data channel's bufferedAmountLowThreshold, 'drain'
+   *  never comes and the 20 ms poll would pace the sender. */
   sharedSendHighWaterBytes?: number
   /** Drop datagrams while the datagram transport's bufferedAmount is at least this (default 256 KiB). */
   datagramHighWaterBytes?: number
@@ -212,7 +214,7 @@ export class Multiplexer extends EventEmitter implements Mux {
     this.deadPeerTimeoutMs = options.deadPeerTimeoutMs ?? 20000
     this.channelWindow = Math.min(options.channelWindowBytes ?? 1024 * KiB, 0xffffffff)
     this.sendHighWater = options.sendHighWaterBytes ?? 512 * KiB
-    this.sharedSendHighWater = Math.min(options.sharedSendHighWaterBytes ?? 64 * KiB, this.sendHighWater)
+    this.sharedSendHighWater = Math.min(options.sharedSendHighWaterBytes ?? this.sendHighWater, this.sendHighWater)
     this.datagramHighWater = options.datagramHighWaterBytes ?? 256 * KiB
     this.maxDataPayload = Math.max(1, Math.min(options.maxFramePayloadBytes ?? 64 * KiB, this.reliable.maxMessageSize - FRAME_HEADER_BYTES))
     this.maxChannels = options.maxChannels ?? 1024
