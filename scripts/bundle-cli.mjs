@@ -9,7 +9,7 @@
 // dependencies) and stay lazy. The bundle runs from its place in the workspace (the paths are relative to it).
 //
 // Usage (from a tool's folder): node ../../scripts/bundle-cli.mjs [entry, default dist/cli.js]
-import { readFile, rename, chmod } from 'node:fs/promises'
+import { readFile, rename, chmod, rm } from 'node:fs/promises'
 import { dirname, relative, resolve } from 'node:path'
 import { build } from 'esbuild'
 
@@ -51,6 +51,7 @@ try {
   await rename(temporary, entry)
   await chmod(entry, 0o755)
 } catch (err) {
+  await rm(temporary, { force: true })
   console.error(`bundle-cli: bundling ${entry} failed: ${err instanceof Error ? err.message : String(err)}`)
   process.exit(1)
 }
