@@ -9,16 +9,16 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Processes, type Proc } from '../../../packages/cli-kit/test/helpers/processes.js'
-import { NetnsSet, canUseNetns, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
+import { NetnsSet, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
+import { cppInteropSkipReason, startCppInteropLab, CPP_BIN } from '../../../packages/cli-kit/test/helpers/cpp-interop.js'
 import { userEnv } from '../../../packages/cli-kit/test/helpers/tools.js'
-import { newCa, writeIdentity, type LabIdentity } from '../../../packages/cli-kit/test/helpers/identities.js'
+import type { LabIdentity } from '../../../packages/cli-kit/test/helpers/identities.js'
 import { sendPattern } from '../../../packages/cli-kit/test/helpers/tcp.js'
 import { DNC, assertBuilt, removeTempDirs, tempDir } from './helpers/dnc.js'
 
-const CPP = process.env.DHTNET_CPP_BIN ?? '/work/cpp/install/bin'
 const MiB = 1024 * 1024
 const BIG = 100 * MiB
 const ECHO_PORT = 5602
@@ -34,26 +34,13 @@ let serverId: LabIdentity
 let clientId: LabIdentity
 
 before(async () => {
-  if (!existsSync(join(CPP, 'dnc')) || !existsSync(join(CPP, 'dhtnode'))) {
-    skipReason = `no C++ DHTNet build at ${CPP} (set DHTNET_CPP_BIN to a folder with dnc and dhtnode)`
-    return
-  }
-  if (!(await canUseNetns())) {
-    skipReason = 'network namespaces need root and iproute2'
-    return
-  }
+  skipReason = await cppInteropSkipReason('dnc')
+  if (skipReason) return
   assertBuilt()
   dir = tempDir('dnc-interop')
-  s = await namespaces.create('cs')
-  c = await namespaces.create('cc')
-  const link = await namespaces.link(s, c)
-  bootstrap = `${link.a}:4222`
-  serverId = await writeIdentity(join(dir, 'ids'), 'server', await newCa('interop-server-ca'))
-  clientId = await writeIdentity(join(dir, 'ids'), 'client', await newCa('interop-client-ca'))
-  procs.start('dhtnode (C++)', join(CPP, 'dhtnode'), ['-p', '4222', '-s'], { netns: s.name, stdin: 'ignore' })
+  ;({ server: s, client: c, bootstrap, serverId, clientId } = await startCppInteropLab({ tag: 'c', dir, procs, namespaces }))
   const echo = `require('net').createServer({ allowHalfOpen: true }, (x) => { x.on('error', () => {}); x.pipe(x) }).listen(${ECHO_PORT}, '127.0.0.1')`
   procs.start('echo service', process.execPath, ['-e', echo], { netns: s.name, stdin: 'ignore' })
-  await new Promise((r) => setTimeout(r, 1000))
 })
 
 after(async () => {
@@ -109,7 +96,7 @@ async function echoThrough(client: Proc, marker: string | undefined): Promise<{ 
 
 test('our dnc client ↔ C++ dnc -l: 100 MiB echoed, sha256 equal', async (t) => {
   if (skipReason) return t.skip(skipReason)
-  const server = procs.start('C++ dnc -l', join(CPP, 'dnc'), ['-l', '-d', config('cpp-server', serverId, serverYaml)], {
+  const server = procs.start('C++ dnc -l', join(CPP_BIN, 'dnc'), ['-l', '-d', config('cpp-server', serverId, serverYaml)], {
     netns: s.name,
     stdin: 'ignore',
     env: userEnv(join(dir, 'cpp-server')),
@@ -137,7 +124,7 @@ test('C++ dnc client ↔ our dnc -l: 100 MiB echoed, sha256 equal', async (t) =>
     env: userEnv(join(dir, 'our-server')),
   })
   await server.waitFor(/^long_id [0-9a-f]{64}$/m, 60_000, 'stdout')
-  const client = procs.start('C++ dnc', join(CPP, 'dnc'), ['-d', config('cpp-client', clientId, clientYaml), serverId.longId], {
+  const client = procs.start('C++ dnc', join(CPP_BIN, 'dnc'), ['-d', config('cpp-client', clientId, clientYaml), serverId.longId], {
     netns: c.name,
     env: userEnv(join(dir, 'cpp-client')),
   })

@@ -6,14 +6,14 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Processes } from '../../../packages/cli-kit/test/helpers/processes.js'
-import { NetnsSet, canUseNetns, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
+import { NetnsSet, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
+import { cppInteropSkipReason, startCppInteropLab, CPP_BIN } from '../../../packages/cli-kit/test/helpers/cpp-interop.js'
 import { removeTempDirs, tempDir, userEnv, repoRoot } from '../../../packages/cli-kit/test/helpers/tools.js'
-import { newCa, writeIdentity, type LabIdentity } from '../../../packages/cli-kit/test/helpers/identities.js'
+import type { LabIdentity } from '../../../packages/cli-kit/test/helpers/identities.js'
 
-const CPP = process.env.DHTNET_CPP_BIN ?? '/work/cpp/install/bin'
 const DSH = join(repoRoot, 'tools/dsh/dist/cli.js')
 
 const procs = new Processes()
@@ -27,22 +27,10 @@ let serverId: LabIdentity
 let clientId: LabIdentity
 
 before(async () => {
-  if (!existsSync(join(CPP, 'dsh')) || !existsSync(join(CPP, 'dhtnode'))) {
-    skipReason = `no C++ DHTNet build at ${CPP} (set DHTNET_CPP_BIN to a folder with dsh and dhtnode)`
-    return
-  }
-  if (!(await canUseNetns())) {
-    skipReason = 'network namespaces need root and iproute2'
-    return
-  }
+  skipReason = await cppInteropSkipReason('dsh')
+  if (skipReason) return
   dir = tempDir('dsh-interop')
-  s = await namespaces.create('hs')
-  c = await namespaces.create('hc')
-  bootstrap = `${(await namespaces.link(s, c)).a}:4222`
-  serverId = await writeIdentity(join(dir, 'ids'), 'server', await newCa('dsh-interop-server-ca'))
-  clientId = await writeIdentity(join(dir, 'ids'), 'client', await newCa('dsh-interop-client-ca'))
-  procs.start('dhtnode (C++)', join(CPP, 'dhtnode'), ['-p', '4222', '-s'], { netns: s.name, stdin: 'ignore' })
-  await new Promise((r) => setTimeout(r, 1000))
+  ;({ server: s, client: c, bootstrap, serverId, clientId } = await startCppInteropLab({ tag: 'h', dir, procs, namespaces, caPrefix: 'dsh-interop' }))
 })
 
 after(async () => {
@@ -61,7 +49,7 @@ function config(name: string, id: LabIdentity, extra: string): string {
 
 test('our dsh client → C++ dsh -l: the raw protocol is chosen by itself; the shell runs our input', async (t) => {
   if (skipReason) return t.skip(skipReason)
-  const server = procs.start('C++ dsh -l', join(CPP, 'dsh'), ['-l', '-d', config('cpp-server', serverId, 'anonymous: true\n')], {
+  const server = procs.start('C++ dsh -l', join(CPP_BIN, 'dsh'), ['-l', '-d', config('cpp-server', serverId, 'anonymous: true\n')], {
     netns: s.name,
     stdin: 'ignore',
     env: userEnv(join(dir, 'cpp-server')),
@@ -93,7 +81,7 @@ test('C++ dsh client → our dsh -l: DHTNet raw protocol served under the same r
     },
   )
   await server.waitFor(/^long_id [0-9a-f]{64}$/m, 60_000, 'stdout')
-  const client = procs.start('C++ dsh', join(CPP, 'dsh'), ['-d', config('cpp-client', clientId, 'binary: "sh"\n'), serverId.longId], {
+  const client = procs.start('C++ dsh', join(CPP_BIN, 'dsh'), ['-d', config('cpp-client', clientId, 'binary: "sh"\n'), serverId.longId], {
     netns: c.name,
     env: userEnv(join(dir, 'cpp-client')),
   })

@@ -13,11 +13,11 @@ import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Processes, run } from '../../../packages/cli-kit/test/helpers/processes.js'
-import { NetnsSet, canUseNetns, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
+import { NetnsSet, type Netns } from '../../../packages/cli-kit/test/helpers/netns.js'
+import { cppInteropSkipReason, startCppInteropLab, CPP_BIN } from '../../../packages/cli-kit/test/helpers/cpp-interop.js'
 import { userEnv } from '../../../packages/cli-kit/test/helpers/tools.js'
-import { DVPN, assertBuilt, newCa, ping, removeTempDirs, tempDir, writeIdentity, type LabIdentity } from './helpers/dvpn.js'
+import { DVPN, assertBuilt, ping, removeTempDirs, tempDir, type LabIdentity } from './helpers/dvpn.js'
 
-const CPP = process.env.DHTNET_CPP_BIN ?? '/work/cpp/install/bin'
 const procs = new Processes()
 const namespaces = new NetnsSet()
 let skipReason: string | undefined
@@ -31,22 +31,11 @@ let script: string
 let vpnConfig: string
 
 before(async () => {
-  if (!existsSync(join(CPP, 'dvpn')) || !existsSync(join(CPP, 'dhtnode'))) {
-    skipReason = `no C++ DHTNet build at ${CPP} (set DHTNET_CPP_BIN to a folder with dvpn and dhtnode)`
-    return
-  }
-  if (!(await canUseNetns())) {
-    skipReason = 'network namespaces need root and iproute2'
-    return
-  }
+  skipReason = await cppInteropSkipReason('dvpn')
+  if (skipReason) return
   assertBuilt()
   dir = tempDir('dvpn-interop')
-  s = await namespaces.create('ips')
-  c = await namespaces.create('ipc')
-  const link = await namespaces.link(s, c)
-  bootstrap = `${link.a}:4222`
-  serverId = await writeIdentity(join(dir, 'ids'), 'server', await newCa('interop-server-ca'))
-  clientId = await writeIdentity(join(dir, 'ids'), 'client', await newCa('interop-client-ca'))
+  ;({ server: s, client: c, bootstrap, serverId, clientId } = await startCppInteropLab({ tag: 'ip', dir, procs, namespaces, dhtnodeArgs: ['-v'] }))
   script = join(dir, 'vpn-up.sh')
   writeFileSync(
     script,
@@ -58,9 +47,6 @@ before(async () => {
     vpnConfig,
     `script_path: "${script}"\nip_address: "10.80.77."\nip_peer_address: "10.60.78."\nip_address_ipv6: "fd00:0:0:1::"\nip_peer_address_ipv6: "fd00:0:0:2::"\n`,
   )
-  const dht = procs.start('dhtnode (C++)', join(CPP, 'dhtnode'), ['-p', '4222', '-s', '-v'], { netns: s.name, stdin: 'ignore' })
-  await new Promise((r) => setTimeout(r, 1000))
-  assert.equal(dht.exitStatus, undefined, 'the C++ dhtnode runs')
 })
 
 after(async () => {
@@ -91,7 +77,7 @@ test('our client joins a C++ dvpn server: DHTNet metadata, addresses set directl
   if (skipReason) return t.skip(skipReason)
   const home = join(dir, 'cpp-server')
   writeFileSync(join(dir, 'cpp-server.yaml'), yaml(serverId, `anonymous: true\nconfiguration_file: "${vpnConfig}"\n`))
-  const server = procs.start('dvpn -l (C++)', join(CPP, 'dvpn'), ['-l', '-d', join(dir, 'cpp-server.yaml'), '-C', vpnConfig], {
+  const server = procs.start('dvpn -l (C++)', join(CPP_BIN, 'dvpn'), ['-l', '-d', join(dir, 'cpp-server.yaml'), '-C', vpnConfig], {
     netns: s.name,
     stdin: 'ignore',
     env: userEnv(home),
@@ -130,7 +116,7 @@ test('a C++ dvpn client joins our server: the metadata map it needs, script_path
   })
   await server.waitFor(/^id [0-9a-f]{40}$/m, 60_000, 'stdout')
   writeFileSync(join(dir, 'cpp-client.yaml'), yaml(clientId, `configuration_file: "${vpnConfig}"\n`))
-  procs.start('dvpn (C++)', join(CPP, 'dvpn'), ['-d', join(dir, 'cpp-client.yaml'), '-C', vpnConfig, serverId.longId], {
+  procs.start('dvpn (C++)', join(CPP_BIN, 'dvpn'), ['-d', join(dir, 'cpp-client.yaml'), '-C', vpnConfig, serverId.longId], {
     netns: c.name,
     stdin: 'ignore',
     env: userEnv(join(dir, 'cpp-client')),
