@@ -52,13 +52,13 @@ test('a relayed link waits for the direct one another transport brings within th
   const straight = direct('webrtc')
   const deadline = new Deadline(10_000, 'test')
   const t0 = performance.now()
-  const { link, attempt: winner } = await firstLink([tcp.attempt, rtc.attempt], (a) => (a === tcp.attempt ? later(20, relay) : later(300, straight)), deadline, 1000)
+  const { link, attempt: winner } = await firstLink([tcp.attempt, rtc.attempt], (a) => (a === tcp.attempt ? later(20, relay) : later(300, straight)), deadline, 6000)
   deadline.dispose()
   assert.equal(link, straight)
   assert.equal(winner, rtc.attempt)
   assert.ok(relay.closed, 'the relayed link was closed')
   assert.ok(tcp.closed(), 'the losing session was closed')
-  assert.ok(performance.now() - t0 < 900)
+  assert.ok(performance.now() - t0 < 5000, 'taken when the direct link came, not at the grace')
 })
 
 test('a relayed link wins at once when the other transport fails, and at the grace when it is still trying', async () => {
@@ -67,10 +67,10 @@ test('a relayed link wins at once when the other transport fails, and at the gra
   const relay = relayed('ice-tcp')
   const d1 = new Deadline(10_000, 'test')
   const t0 = performance.now()
-  const first = await firstLink([a.attempt, b.attempt], (x) => (x === a.attempt ? later(20, relay) : later<Link>(100, new DhtnetError('UDP_BLOCKED', 'no UDP'))), d1, 2000)
+  const first = await firstLink([a.attempt, b.attempt], (x) => (x === a.attempt ? later(20, relay) : later<Link>(100, new DhtnetError('UDP_BLOCKED', 'no UDP'))), d1, 6000)
   d1.dispose()
   assert.equal(first.link, relay)
-  assert.ok(performance.now() - t0 < 1000, 'no need to wait once nothing else can come')
+  assert.ok(performance.now() - t0 < 5000, 'no need to wait (for the grace) once nothing else can come')
 
   const c = attempt('ice-tcp')
   const d = attempt('webrtc')
@@ -81,7 +81,7 @@ test('a relayed link wins at once when the other transport fails, and at the gra
   d2.dispose()
   assert.equal(second.link, relay2)
   const waited = performance.now() - t1
-  assert.ok(waited >= 390 && waited < 2000, `waited ${waited} ms`)
+  assert.ok(waited >= 390 && waited < 9000, `waited ${waited} ms: at the grace, not at the deadline`)
   assert.ok(d.closed(), 'the attempt still trying was closed')
 })
 

@@ -151,7 +151,10 @@ test('a tampered fingerprint never yields a connection', async () => {
     assert.notEqual(out, sdp)
     return out
   }
-  await assert.rejects(connectedPair({ tamper }), (e: unknown) => isDhtnetError(e) && ['ICE_FAILED', 'UNTRUSTED', 'TIMEOUT', 'CONNECTION_CLOSED', 'BAD_SDP'].includes(e.code))
+  // The offerer (DTLS client) checks the answerer's certificate against the tampered fingerprint: the handshake fails
+  // after ICE connected. Reported as retryable (the connection layer retries once): libdatachannel fails healthy
+  // handshakes that way now and then, and from here the two cannot be told apart.
+  await assert.rejects(connectedPair({ tamper }), (e: unknown) => isDhtnetError(e, 'ICE_FAILED') && e.retryable && /DTLS handshake failed after ICE connected/.test(e.message))
 })
 
 test('bad remote descriptions are refused with BAD_SDP', async () => {

@@ -55,11 +55,11 @@ describe('UDP check (STUN over UDP and over TCP to the same server)', () => {
 
   test('a server that answers over UDP: open, at once', async () => {
     const port = (responder!.address() as { port: number }).port
-    const check = new UdpReachability({ hostname: '127.0.0.1', port }, { udpTimeoutMs: 2000, log })
+    const check = new UdpReachability({ hostname: '127.0.0.1', port }, { udpTimeoutMs: 6000, log })
     const t0 = performance.now()
     const r = await check.check()
     assert.equal(r.verdict, 'open', r.detail)
-    assert.ok(performance.now() - t0 < 1000)
+    assert.ok(performance.now() - t0 < 5000, 'on the answer, not at the UDP timeout')
   })
 
   test('nothing at that address: unknown (no conclusion about UDP)', async () => {

@@ -95,9 +95,12 @@ export function combinedFailure(failures: ReadonlyArray<{ transport: TransportNa
   const best = [...failures].sort((a, b) => rank(b.error) - rank(a.error))[0]!
   const summary = failures.map((f) => `${f.transport}: ${errorMessage(f.error)}`).join('; ')
   const code = isDhtnetError(best.error) ? best.error.code : 'ICE_FAILED'
+  // Retried (once, by the caller) when a transport met a transient failure, unless a peer proved the wrong identity.
+  const retryable = rank(best.error) < 5 && failures.some((f) => isDhtnetError(f.error) && f.error.retryable)
   return new DhtnetError(code, `no transport connected (${summary})`, {
     cause: best.error,
     hint: isDhtnetError(best.error) ? best.error.hint : undefined,
+    retryable,
   })
 }
 

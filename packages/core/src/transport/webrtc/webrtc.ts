@@ -493,15 +493,31 @@ export class WebRtcPeer extends EventEmitter {
         // closed
       }
       if (ice === 'connected' || ice === 'completed') this.iceConnected = true
+      // A path exists but the handshake on it failed: retryable (once, by the connection layer). libdatachannel
+      // 0.24.5 with OpenSSL 1.1.1 still fails a DTLS handshake now and then with "Handshake failed: fatal I/O error"
+      // and nothing wrong on the wire (seen in the NAT lab's eim↔eim case; libdatachannel#1632 describes the same
+      // signature); a new peer connection succeeds. A certificate that does not match the signed fingerprint fails
+      // the same way and gets the same one retry.
       this.close(
         this.iceConnected
-          ? new DhtnetError('ICE_FAILED', 'the DTLS handshake failed after ICE connected (certificate/fingerprint mismatch or lost handshake)')
+          ? new DhtnetError(
+              'ICE_FAILED',
+              'the DTLS handshake failed after ICE connected (a certificate that does not match the signed fingerprint, or a handshake error inside the WebRTC library)',
+              {
+                retryable: true,
+              },
+            )
           : new DhtnetError('ICE_FAILED', 'ICE found no working path to the peer', {
               hint: 'check firewalls; configure a TURN server (turn:USER:PASSWORD@HOST:PORT)',
             }),
       )
     } else if (state === 'disconnected') {
-      this.close(new DhtnetError('CONNECTION_CLOSED', 'the connection to the peer was lost (ICE disconnected)'))
+      // Before 'connected' with ICE up: the peer gave up its side (its own handshake failed): retryable like above.
+      this.close(
+        new DhtnetError('CONNECTION_CLOSED', 'the connection to the peer was lost (ICE disconnected)', {
+          retryable: this._state !== 'connected' && this.iceConnected,
+        }),
+      )
     } else if (state === 'closed') {
       this.close(new DhtnetError('CONNECTION_CLOSED', 'the peer connection closed'))
     }
