@@ -69,6 +69,29 @@ test('start publishes the certificate chain at the key id and at SHA1(PkId), per
   await assert.rejects(other.findCertificate('not-an-id'), (e) => isDhtnetError(e, 'BAD_PEER_ID'))
 })
 
+test('a certificate found once is known locally: knownCertificate and findCertificate ask the network no more', async () => {
+  const engine = new MemoryEngine()
+  await new SecureDht(engine, alice).start()
+  const other = new SecureDht(engine, bob)
+  assert.equal(other.knownCertificate(alice.longId), undefined, 'not known before a lookup')
+  let gets = 0
+  const get = engine.get.bind(engine)
+  engine.get = (key, o) => {
+    gets++
+    return get(key, o)
+  }
+  assert.ok(await other.findCertificate(alice.id))
+  assert.equal(gets, 1)
+  for (const id of [alice.id, alice.longId]) {
+    assert.equal(other.knownCertificate(id)?.[0]?.fingerprint256, alice.certificate.fingerprint256)
+    assert.equal((await other.findCertificate(id))?.[0]?.fingerprint256, alice.certificate.fingerprint256)
+  }
+  assert.equal(gets, 1, 'served from the cache')
+  // a copy: the caller cannot change the cached chain
+  other.knownCertificate(alice.id)!.pop()
+  assert.equal(other.knownCertificate(alice.id)!.length, 2)
+})
+
 test('findCertificate refuses a certificate whose key does not match the asked id', async () => {
   const engine = new MemoryEngine()
   // mallory plants her certificate at alice's keys

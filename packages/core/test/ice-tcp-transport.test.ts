@@ -107,6 +107,8 @@ for (const native of [false, true]) {
       const tlsOf = (l: Link) => l.stream as import('node:tls').TLSSocket
       assert.equal(tlsOf(responder).getProtocol(), 'TLSv1.3')
       assert.equal(tlsOf(responder).getCipher().name, 'TLS_AES_256_GCM_SHA384')
+      // the key exchange: secp384r1 as the C++ peers pick it (captures), X25519 between two of ours (faster)
+      assert.equal((tlsOf(responder).getEphemeralKeyInfo() as { name?: string }).name, native ? 'X25519' : 'secp384r1')
       assert.equal(tlsOf(requester).getPeerX509Certificate()?.fingerprint256, server.certificate.fingerprint256)
       assert.equal(tlsOf(responder).getPeerX509Certificate()?.fingerprint256, client.certificate.fingerprint256)
       const closed = once(responder, 'close')

@@ -59,6 +59,9 @@ export class PeerCertificates {
    * their timeouts (measured: ~0.6 s), while the first storage node usually answers in a few ms.
    */
   private async lookup(hex: string, signal: AbortSignal): Promise<X509Certificate[] | null> {
+    // a device met before: no listen to start and cancel (a search each)
+    const known = this.dht.knownCertificate(hex)
+    if (known) return known
     const { kind } = parsePeerId(hex)
     const where = kind === 'longId' ? createHash('sha1').update(Buffer.from(hex, 'hex')).digest() : Buffer.from(hex, 'hex')
     const stop = new AbortController()

@@ -407,6 +407,12 @@ export class SecureDht {
     return ids
   }
 
+  /** The chain of a 40-hex key id or 64-hex PkId from the local cache only (no network, no waiting). */
+  knownCertificate(id: string): X509Certificate[] | undefined {
+    const cached = this.certificates.get(parsePeerId(id).hex)
+    return cached ? [...cached] : undefined
+  }
+
   /**
    * The certificate chain (leaf first) of a 40-hex key id or 64-hex PkId: local cache, local lookup, then the DHT
    * (SHA1(PkId) for a long id; the key id itself for a short one, as OpenDHT 2.4 publishes there). Only a
@@ -414,8 +420,8 @@ export class SecureDht {
    */
   async findCertificate(id: string, options: { signal?: AbortSignal } = {}): Promise<X509Certificate[] | null> {
     const { kind, hex } = parsePeerId(id)
-    const cached = this.certificates.get(hex)
-    if (cached) return [...cached]
+    const cached = this.knownCertificate(hex)
+    if (cached) return cached
     const local = this.options.localCertificateLookup?.(hex)
     if (local && local.length > 0 && this.certificateMatches(local[0]!, kind, hex)) {
       this.registerCertificate(local)

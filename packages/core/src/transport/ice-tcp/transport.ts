@@ -87,7 +87,7 @@ export class IceTcpTransport implements Transport {
   private readonly logger: Logger
   private readonly timeouts: IceTcpTimeouts
   private readonly limits: IceTcpLimits
-  private secureContext: ReturnType<typeof tlsContext> | undefined
+  private readonly secureContexts = new Map<TlsMode, ReturnType<typeof tlsContext>>()
   private listener: Promise<PassiveListener> | undefined
   /** The listener once open (relayed connections are adopted into it). */
   private openListener: PassiveListener | undefined
@@ -112,9 +112,10 @@ export class IceTcpTransport implements Transport {
 
   /** The TLS context, made at the first session: an identity whose key does not match its certificate fails there
    *  (this transport cannot start) rather than when the manager is built. */
-  private get context(): ReturnType<typeof tlsContext> {
-    this.secureContext ??= tlsContext(this.options.identity)
-    return this.secureContext
+  private context(mode: TlsMode): ReturnType<typeof tlsContext> {
+    let context = this.secureContexts.get(mode)
+    if (!context) this.secureContexts.set(mode, (context = tlsContext(this.options.identity, mode)))
+    return context
   }
 
   /** Open the shared listening sockets now (else at the first session); resolves with their addresses. */
@@ -169,7 +170,8 @@ export class IceTcpTransport implements Transport {
     throwIfAborted(context.signal)
     if (this.closed) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed')
     try {
-      void this.context
+      this.context('framed')
+      this.context('native')
     } catch (err) {
       throw new DhtnetError('TLS_FAILED', `ICE-TCP: our identity cannot be used for TLS: ${(err as Error).message}`, { cause: err })
     }
@@ -237,7 +239,7 @@ export class IceTcpTransport implements Transport {
 
   /** @internal what sessions need. */
   get settings() {
-    return { timeouts: this.timeouts, context: this.context, logger: this.logger, mode: this.options.mode ?? 'auto', relay: this.relay }
+    return { timeouts: this.timeouts, tlsContext: (mode: TlsMode) => this.context(mode), logger: this.logger, mode: this.options.mode ?? 'auto', relay: this.relay }
   }
 
   private async reflexive(ours: readonly string[]): Promise<LocalCandidateInputs['reflexive']> {
@@ -307,7 +309,7 @@ export class IceTcpSession implements TransportSession {
     if (this.connecting) throw new DhtnetError('INVALID_ARGUMENT', 'ICE-TCP: connect() called twice on one session')
     if (this.done) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP session closed')
     this.connecting = true
-    const { timeouts, context: tls, logger, mode } = this.transport.settings
+    const { timeouts, tlsContext: tls, logger, mode } = this.transport.settings
     const signal = AbortSignal.any([this.context.signal, options.signal, this.closing.signal])
     const onAbort = () => this.agent.close('aborted', signal.reason instanceof DhtnetError ? signal.reason : new DhtnetError('ABORTED', 'ICE-TCP: connection attempt aborted'))
     signal.addEventListener('abort', onAbort, { once: true })
@@ -330,7 +332,7 @@ export class IceTcpSession implements TransportSession {
       const result = await establishTls({
         path,
         tlsRole: this.context.role === 'responder' ? 'client' : 'server',
-        context: tls,
+        context: tls(tlsMode),
         expectedPeer,
         mode: tlsMode,
         timeoutMs: timeouts.tlsMs,
