@@ -7,6 +7,7 @@ import { once } from 'node:events'
 import { isDhtnetError } from '../src/errors.js'
 import { DhtnetMux, type DhtnetChannel, type DhtnetMuxOptions } from '../src/mux/dhtnet/index.js'
 import { createTlsPair, type TlsPair } from './helpers/tls-pair.js'
+import { hashUntil, sendStamped } from './helpers/byte-streams.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const keepLoop = setInterval(() => {}, 1000)
@@ -48,37 +49,6 @@ async function openPair(pair: Pair, name: string, from: 'a' | 'b' = 'a'): Promis
   return [local, await accepted]
 }
 
-async function sendAll(ch: DhtnetChannel, blocks: number, blockSize: number, tag: number): Promise<string> {
-  const h = createHash('sha256')
-  const block = randomBytes(blockSize)
-  for (let i = 0; i < blocks; i++) {
-    const chunk = Buffer.from(block)
-    chunk.writeUInt32BE(i, 0)
-    chunk[4] = tag
-    h.update(chunk)
-    if (!ch.write(chunk)) await once(ch, 'drain')
-  }
-  return h.digest('hex')
-}
-
-function hashUntil(ch: DhtnetChannel, bytes: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256')
-    let got = 0
-    const onData = (c: Buffer): void => {
-      h.update(c)
-      got += c.length
-      if (got >= bytes) {
-        ch.off('data', onData)
-        assert.equal(got, bytes)
-        resolve(h.digest('hex'))
-      }
-    }
-    ch.on('data', onData)
-    ch.once('error', reject)
-  })
-}
-
 test('100 MiB each way at once over one channel, byte-exact (SHA-256); then one EOF ends it on both sides', () =>
   withPair({}, async (pair) => {
     const [left, right] = await openPair(pair, 'bulk')
@@ -86,8 +56,8 @@ test('100 MiB each way at once over one channel, byte-exact (SHA-256); then one 
     const total = 100 * 1024 * 1024
     const started = performance.now()
     const [sentAB, sentBA, gotB, gotA] = await Promise.all([
-      sendAll(left, 100, 1024 * 1024, 1),
-      sendAll(right, 100, 1024 * 1024, 2),
+      sendStamped(left, 100, randomBytes(1024 * 1024), 1),
+      sendStamped(right, 100, randomBytes(1024 * 1024), 2),
       hashUntil(right, total),
       hashUntil(left, total),
     ])
@@ -247,7 +217,7 @@ test('fairness: a small message on one channel overtakes a bulk transfer on anot
     let bulkGot = 0
     bulkRx.on('data', (c: Buffer) => (bulkGot += c.length))
     const total = 64 * 1024 * 1024
-    const sending = sendAll(bulk, 64, 1024 * 1024, 3)
+    const sending = sendStamped(bulk, 64, randomBytes(1024 * 1024), 3)
     await sleep(30)
     const sentAt = performance.now()
     const arrived = once(chatRx, 'data')

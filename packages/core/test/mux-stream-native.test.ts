@@ -3,14 +3,14 @@
 // stream too. Throughput is measured against raw TLS in the same run (logged, not asserted).
 import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import type { Duplex } from 'node:stream'
 import { isDhtnetError } from '../src/errors.js'
 import { Multiplexer, type ChannelSocket, type MultiplexerOptions } from '../src/mux/index.js'
 import { StreamMessageTransport } from '../src/mux/native/stream-transport.js'
 import { createTlsPair, type TlsPair } from './helpers/tls-pair.js'
 import { readAll } from './helpers/memory-transport.js'
+import { hashUntil, sendStamped } from './helpers/byte-streams.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const keepLoop = setInterval(() => {}, 1000)
@@ -48,35 +48,6 @@ async function openPair(pair: Pair, name: string): Promise<[ChannelSocket, Chann
   return [local, await accepted]
 }
 
-async function send(sock: Duplex, blocks: number, block: Buffer, tag: number): Promise<string> {
-  const h = createHash('sha256')
-  for (let i = 0; i < blocks; i++) {
-    const chunk = Buffer.from(block)
-    chunk.writeUInt32BE(i, 0)
-    chunk[4] = tag
-    h.update(chunk)
-    if (!sock.write(chunk)) await once(sock, 'drain')
-  }
-  return h.digest('hex')
-}
-
-function hashUntil(sock: Duplex, bytes: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256')
-    let got = 0
-    const onData = (c: Buffer): void => {
-      h.update(c)
-      got += c.length
-      if (got >= bytes) {
-        sock.off('data', onData)
-        resolve(h.digest('hex'))
-      }
-    }
-    sock.on('data', onData)
-    sock.once('error', reject)
-  })
-}
-
 test('64 MiB each way at once, byte-exact (SHA-256); throughput next to raw TLS in the same run', async () => {
   const MiB = 1024 * 1024
   const total = 64 * MiB
@@ -85,8 +56,8 @@ test('64 MiB each way at once, byte-exact (SHA-256); throughput next to raw TLS 
   const raw = await createTlsPair()
   let started = performance.now()
   const [rawAB, rawBA, rawGotB, rawGotA] = await Promise.all([
-    send(raw.server, 64, block, 1),
-    send(raw.client, 64, block, 2),
+    sendStamped(raw.server, 64, block, 1),
+    sendStamped(raw.client, 64, block, 2),
     hashUntil(raw.client, total),
     hashUntil(raw.server, total),
   ])
@@ -98,7 +69,7 @@ test('64 MiB each way at once, byte-exact (SHA-256); throughput next to raw TLS 
   await withPair({}, async (pair) => {
     const [left, right] = await openPair(pair, 'bulk')
     started = performance.now()
-    const [sentAB, sentBA, gotB, gotA] = await Promise.all([send(left, 64, block, 1), send(right, 64, block, 2), hashUntil(right, total), hashUntil(left, total)])
+    const [sentAB, sentBA, gotB, gotA] = await Promise.all([sendStamped(left, 64, block, 1), sendStamped(right, 64, block, 2), hashUntil(right, total), hashUntil(left, total)])
     const muxMBps = (2 * total) / 1e6 / ((performance.now() - started) / 1000)
     console.log(`# 2 × 64 MiB in one process: native mux over TLS ${muxMBps.toFixed(0)} MB/s, raw TLS ${rawMBps.toFixed(0)} MB/s (aggregate)`)
     assert.equal(gotB, sentAB)
@@ -151,7 +122,7 @@ test('flow control per channel: a paused reader stops its own sender only; anoth
     assert.ok(slowTx.bytesWritten <= 256 * 1024 + slowRx.readableHighWaterMark, `sent ${slowTx.bytesWritten}`)
     const total = 32 * 1024 * 1024
     const got = hashUntil(fastRx, total)
-    const sent = send(fastTx, 32, randomBytes(1024 * 1024), 5)
+    const sent = sendStamped(fastTx, 32, randomBytes(1024 * 1024), 5)
     assert.equal(await got, await sent)
     let slowGot = 0
     slowRx.on('data', (c: Buffer) => (slowGot += c.length))

@@ -11,49 +11,25 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { generateIdentity } from '../src/identity/generate.js'
-import { chainToPem, privateKeyToPem } from '../src/identity/pem.js'
-import type { Identity } from '../src/identity/types.js'
-import { NET, NatLab, labUnavailableReason } from './helpers/natlab/topology.js'
-import { type LabProcess, STUN_URL, startBootstrap, startDevice, tempDir } from './helpers/natlab/procs.js'
-import { makeUpnpRouter, miniupnpdRules, startCoturnTwoIps, startMiniupnpd, upnpLabUnavailableReason, upnpcList } from './helpers/natlab/upnp.js'
+import { NET, labUnavailableReason } from './helpers/natlab/topology.js'
+import { STUN_URL, startBootstrap, startDevice } from './helpers/natlab/procs.js'
+import { miniupnpdRules, upnpLabUnavailableReason, upnpcList } from './helpers/natlab/upnp.js'
+import { UpnpLab, miniupnpdTail } from './helpers/natlab/upnp-lab.js'
 
 const skip = labUnavailableReason() ?? upnpLabUnavailableReason()
 const MiB = 1024 * 1024
 const BYTES = 4 * MiB
 
-let lab: NatLab | undefined
-let dir: ReturnType<typeof tempDir> | undefined
-let coturn: LabProcess | undefined
-let ca: Identity | undefined
-const live = new Set<LabProcess>()
-
-async function identityFiles(name: string): Promise<{ key: string; cert: string; id: string }> {
-  const identity = await generateIdentity({ name, issuer: ca!, keySize: 2048 })
-  return {
-    key: dir!.write(`${name}.pem`, privateKeyToPem(identity.privateKey), 0o600),
-    cert: dir!.write(`${name}.crt`, chainToPem(identity.chain)),
-    id: identity.id,
-  }
-}
-
-function started(p: LabProcess): LabProcess {
-  live.add(p)
-  return p
-}
+let upnpLab: UpnpLab | undefined
 
 /** A (sym + miniupnpd, serving, UPnP as asked) ← B (eim, connecting); ICE-TCP only. */
 async function runCase(name: string, upnp: boolean, timeoutMs: number) {
-  assert.ok(lab && dir, 'the lab did not start')
-  const [a, b] = await Promise.all([identityFiles(`${name}-a`), identityFiles(`${name}-b`)])
-  const net = lab.addCase('sym', 'eim')
-  const procs: LabProcess[] = []
-  try {
-    makeUpnpRouter(net.routerA, 'sym')
-    const miniupnpd = started(await startMiniupnpd(net.routerA, dir))
-    procs.push(miniupnpd)
-    procs.push(started(await startBootstrap(lab.boot)))
-    const server = started(
+  assert.ok(upnpLab, 'the lab did not start')
+  const lab = upnpLab
+  const [a, b] = await Promise.all([lab.identityFiles(`${name}-a`), lab.identityFiles(`${name}-b`)])
+  return lab.symEimCase(async ({ net, miniupnpd, start }) => {
+    start(await startBootstrap(lab.lab.boot))
+    const server = start(
       startDevice(
         net.hostA,
         `${name}:hA`,
@@ -62,14 +38,12 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number) {
         upnp ? { DHTNET_FORBID_PUBLIC_BOOTSTRAP: '0' } : {},
       ),
     )
-    procs.push(server)
     await server.waitFor('device A ready', (_l, j) => j?.event === 'ready' || j?.event === 'result', 30_000)
     // the mapping is made in the background at start: let it finish before B asks (it takes ~20 ms over NAT-PMP)
     if (upnp) await server.waitFor('the TCP mapping', (l) => l.includes('ice-tcp: TCP port'), 10_000).catch(() => undefined)
-    const client = started(
+    const client = start(
       startDevice(net.hostB, `${name}:hB`, { mode: 'connect', key: b.key, cert: b.cert, iceServers: [STUN_URL], transport: 'tcp', peer: a.id, bytes: BYTES, timeoutMs }),
     )
-    procs.push(client)
     const exited = await Promise.race([client.exited, new Promise<null>((r) => setTimeout(() => r(null), 25_000 + timeoutMs + 20_000).unref())])
     if (exited === null) await client.stop()
     const result = client.jsonLines.find((j) => j.event === 'result') ?? {}
@@ -86,33 +60,19 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number) {
       miniupnpdLog: miniupnpd.output,
       rulesAfter: miniupnpdRules(net.routerA),
       upnpcAfter: upnpcList(net.hostA),
-      logs: `--- hB (eim, connecting) ---\n${client.output.slice(-25).join('\n')}\n--- hA (sym, upnp ${upnp}) ---\n${outA.slice(-25).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output
-        .filter((l) => !l.includes('table_cb'))
-        .slice(-15)
-        .join('\n')}`,
+      logs: `--- hB (eim, connecting) ---\n${client.output.slice(-25).join('\n')}\n--- hA (sym, upnp ${upnp}) ---\n${outA.slice(-25).join('\n')}\n--- miniupnpd ---\n${miniupnpdTail(miniupnpd)}`,
     }
-  } finally {
-    for (const p of procs.reverse()) {
-      await p.stop()
-      live.delete(p)
-    }
-    lab.removeCase(net)
-  }
+  })
 }
 
 describe('NAT lab: ICE-TCP reached through its UPnP/NAT-PMP TCP port mapping (miniupnpd)', { timeout: 240_000 }, () => {
   before(async () => {
     if (skip) return
-    dir = tempDir()
-    lab = NatLab.create()
-    coturn = await startCoturnTwoIps(lab.pub, dir.path)
-    ca = await generateIdentity({ name: 'natlab-ice-tcp-upnp-ca', keySize: 2048 })
+    upnpLab = await UpnpLab.start('natlab-ice-tcp-upnp-ca')
   })
 
   after(async () => {
-    await Promise.all([coturn?.stop(), ...[...live].map((p) => p.stop())])
-    lab?.destroy()
-    dir?.remove()
+    await upnpLab?.close()
   })
 
   test('control: without a mapping, eim → sym over ICE-TCP finds no path (typed error)', { skip }, async () => {

@@ -12,22 +12,15 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { NET, NatLab, labUnavailableReason } from './helpers/natlab/topology.js'
-import { type LabProcess, spawnInNs, tempDir } from './helpers/natlab/procs.js'
-import { makeUpnpRouter, miniupnpdRules, startCoturnTwoIps, startMiniupnpd, upnpLabUnavailableReason, upnpcList } from './helpers/natlab/upnp.js'
+import { NET, labUnavailableReason } from './helpers/natlab/topology.js'
+import { spawnInNs } from './helpers/natlab/procs.js'
+import { miniupnpdRules, upnpLabUnavailableReason, upnpcList } from './helpers/natlab/upnp.js'
+import { UpnpLab, miniupnpdTail } from './helpers/natlab/upnp-lab.js'
 
 const skip = labUnavailableReason() ?? upnpLabUnavailableReason()
 const HOST_SCRIPT = join(fileURLToPath(new URL('.', import.meta.url)), 'helpers/natlab/tcp-mapper-host.ts')
 
-let lab: NatLab | undefined
-let dir: ReturnType<typeof tempDir> | undefined
-let coturn: LabProcess | undefined
-const live = new Set<LabProcess>()
-
-function started(p: LabProcess): LabProcess {
-  live.add(p)
-  return p
-}
+let upnpLab: UpnpLab | undefined
 
 /** From the bootstrap host (public side) or another namespace: connect to host:port, send a token, expect it echoed. */
 async function probe(host: string, port: number, from?: string): Promise<{ ok: boolean; detail: string }> {
@@ -42,22 +35,16 @@ async function probe(host: string, port: number, from?: string): Promise<{ ok: b
     s.on('data', (d) => { got += d; if (got === ${JSON.stringify(token)}) done(true, 'echoed') })
     s.on('error', (e) => done(false, e.code || e.message))
   `
-  const p = spawnInNs(from ?? lab!.boot, 'probe', process.execPath, ['-e', script])
+  const p = spawnInNs(from ?? upnpLab!.lab.boot, 'probe', process.execPath, ['-e', script])
   const line = await p.waitFor('probe result', (_l, j) => j !== undefined && 'ok' in j, 10_000).catch((err: Error) => JSON.stringify({ ok: false, detail: err.message }))
   await p.stop()
   return JSON.parse(line) as { ok: boolean; detail: string }
 }
 
 async function runCase(via: 'natpmp' | 'upnp'): Promise<void> {
-  assert.ok(lab && dir, 'the lab did not start')
-  const net = lab.addCase('sym', 'eim')
-  const procs: LabProcess[] = []
-  try {
-    makeUpnpRouter(net.routerA, 'sym')
-    const miniupnpd = started(await startMiniupnpd(net.routerA, dir))
-    procs.push(miniupnpd)
-    const host = started(spawnInNs(net.hostA, `mapper-${via}`, process.execPath, ['--import', 'tsx', HOST_SCRIPT], { NATLAB_TCP_MAPPER: JSON.stringify({ via }) }))
-    procs.push(host)
+  assert.ok(upnpLab, 'the lab did not start')
+  await upnpLab.symEimCase(async ({ net, miniupnpd, start }) => {
+    const host = start(spawnInNs(net.hostA, `mapper-${via}`, process.execPath, ['--import', 'tsx', HOST_SCRIPT], { NATLAB_TCP_MAPPER: JSON.stringify({ via }) }))
     const line = await host.waitFor('the TCP mapping', (_l, j) => j?.event === 'mapped' || j?.event === 'failed', 30_000)
     const mapped = JSON.parse(line) as {
       event: string
@@ -67,11 +54,7 @@ async function runCase(via: 'natpmp' | 'upnp'): Promise<void> {
       candidate: { address: string; port: number; localAddress: string }
       message?: string
     }
-    const logs = (): string =>
-      `--- host A ---\n${host.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output
-        .filter((l) => !l.includes('table_cb'))
-        .slice(-15)
-        .join('\n')}`
+    const logs = (): string => `--- host A ---\n${host.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpdTail(miniupnpd)}`
     assert.equal(mapped.event, 'mapped', `${mapped.message}\n${logs()}`)
     const m = mapped.mapping
     assert.equal(m.protocol, 'TCP')
@@ -110,45 +93,29 @@ async function runCase(via: 'natpmp' | 'upnp'): Promise<void> {
       )
     const closed = await probe(NET.routerWan.A, m.externalPort)
     assert.equal(closed.ok, false, 'the port is no longer reachable')
-  } finally {
-    for (const p of procs.reverse()) {
-      await p.stop()
-      live.delete(p)
-    }
-    lab.removeCase(net)
-  }
+  })
 }
 
 describe('NAT lab: TCP port mapping (PortMapper.mapTcp) against miniupnpd', { timeout: 240_000 }, () => {
   before(async () => {
     if (skip) return
-    dir = tempDir()
-    lab = NatLab.create()
-    coturn = await startCoturnTwoIps(lab.pub, dir.path)
+    upnpLab = await UpnpLab.start('natlab-upnp-tcp-ca')
   })
 
   after(async () => {
-    await Promise.all([coturn?.stop(), ...[...live].map((p) => p.stop())])
-    lab?.destroy()
-    dir?.remove()
+    await upnpLab?.close()
   })
 
   test('control: with no mapping, a public client cannot reach the listening port of a host behind the router', { skip }, async () => {
-    const net = lab!.addCase('sym', 'eim')
-    const host = started(spawnInNs(net.hostA, 'listener', process.execPath, ['--import', 'tsx', HOST_SCRIPT], { NATLAB_TCP_MAPPER: JSON.stringify({ via: 'none' }) }))
-    try {
-      makeUpnpRouter(net.routerA, 'sym')
+    await upnpLab!.symEimCase(async ({ net, start }) => {
+      const host = start(spawnInNs(net.hostA, 'listener', process.execPath, ['--import', 'tsx', HOST_SCRIPT], { NATLAB_TCP_MAPPER: JSON.stringify({ via: 'none' }) }))
       const line = await host.waitFor('the listener', (_l, j) => j?.event === 'listening', 30_000)
       const port = (JSON.parse(line) as { port: number }).port
       const fromRouter = await probe(NET.host.A, port, net.routerA)
       assert.ok(fromRouter.ok, `the listener does not answer on the LAN: ${fromRouter.detail}`)
       const fromOutside = await probe(NET.routerWan.A, port)
       assert.equal(fromOutside.ok, false, `reached without a mapping: ${fromOutside.detail}`)
-    } finally {
-      await host.stop()
-      live.delete(host)
-      lab!.removeCase(net)
-    }
+    })
   })
 
   test('NAT-PMP (opcode 2): mapped, reached from the public side with bytes echoed, removed on close', { skip }, async () => {

@@ -13,38 +13,18 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { generateIdentity } from '../src/identity/generate.js'
-import { chainToPem, privateKeyToPem } from '../src/identity/pem.js'
-import type { Identity } from '../src/identity/types.js'
-import { NET, NatLab, labUnavailableReason } from './helpers/natlab/topology.js'
-import { type LabProcess, STUN_URL, startBootstrap, startDevice, tempDir } from './helpers/natlab/procs.js'
-import { makeUpnpRouter, miniupnpdRules, startCoturnTwoIps, startMiniupnpd, upnpLabUnavailableReason, upnpcList } from './helpers/natlab/upnp.js'
+import { NET, labUnavailableReason } from './helpers/natlab/topology.js'
+import { STUN_URL, startBootstrap, startDevice } from './helpers/natlab/procs.js'
+import { miniupnpdRules, upnpLabUnavailableReason, upnpcList } from './helpers/natlab/upnp.js'
+import { UpnpLab, miniupnpdTail } from './helpers/natlab/upnp-lab.js'
 
 const skip = labUnavailableReason() ?? upnpLabUnavailableReason()
 const MiB = 1024 * 1024
 const BYTES = 4 * MiB
 
-let lab: NatLab | undefined
-let dir: ReturnType<typeof tempDir> | undefined
-let coturn: LabProcess | undefined
-let ca: Identity | undefined
-const live = new Set<LabProcess>()
+let upnpLab: UpnpLab | undefined
 
-async function identityFiles(name: string): Promise<{ key: string; cert: string; id: string }> {
-  const identity = await generateIdentity({ name, issuer: ca!, keySize: 2048 })
-  return {
-    key: dir!.write(`${name}.pem`, privateKeyToPem(identity.privateKey), 0o600),
-    cert: dir!.write(`${name}.crt`, chainToPem(identity.chain)),
-    id: identity.id,
-  }
-}
-
-function started(p: LabProcess): LabProcess {
-  live.add(p)
-  return p
-}
-
-interface UpnpCase {
+interface UpnpCaseResult {
   /** the connecting device's result line */
   result: Record<string, unknown>
   /** B's 'connection' event, when there was one */
@@ -59,20 +39,15 @@ interface UpnpCase {
 }
 
 /** sym (A, miniupnpd on its router) ↔ eim (B), STUN only; A connects to B and echoes BYTES. */
-async function runCase(name: string, upnp: boolean, timeoutMs: number): Promise<UpnpCase> {
-  assert.ok(lab && dir, 'the lab did not start')
-  const [a, b] = await Promise.all([identityFiles(`${name}-a`), identityFiles(`${name}-b`)])
-  const net = lab.addCase('sym', 'eim')
-  const procs: LabProcess[] = []
-  try {
-    makeUpnpRouter(net.routerA, 'sym')
-    const miniupnpd = started(await startMiniupnpd(net.routerA, dir))
-    procs.push(miniupnpd)
-    procs.push(started(await startBootstrap(lab.boot)))
-    const server = started(startDevice(net.hostB, `${name}:hB`, { mode: 'serve', key: b.key, cert: b.cert, iceServers: [STUN_URL], transport: 'webrtc' }))
-    procs.push(server)
+async function runCase(name: string, upnp: boolean, timeoutMs: number): Promise<UpnpCaseResult> {
+  assert.ok(upnpLab, 'the lab did not start')
+  const lab = upnpLab
+  const [a, b] = await Promise.all([lab.identityFiles(`${name}-a`), lab.identityFiles(`${name}-b`)])
+  return lab.symEimCase(async ({ net, miniupnpd, start }) => {
+    start(await startBootstrap(lab.lab.boot))
+    const server = start(startDevice(net.hostB, `${name}:hB`, { mode: 'serve', key: b.key, cert: b.cert, iceServers: [STUN_URL], transport: 'webrtc' }))
     await server.waitFor('device B ready', (_l, j) => j?.event === 'ready' || j?.event === 'result', 30_000)
-    const client = started(
+    const client = start(
       startDevice(
         net.hostA,
         `${name}:hA`,
@@ -82,7 +57,6 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number): Promise<
         upnp ? { DHTNET_FORBID_PUBLIC_BOOTSTRAP: '0' } : {},
       ),
     )
-    procs.push(client)
     const bound = 25_000 + timeoutMs + 20_000
     const exited = await Promise.race([client.exited, new Promise<null>((r) => setTimeout(() => r(null), bound).unref())])
     if (exited === null) await client.stop()
@@ -96,33 +70,19 @@ async function runCase(name: string, upnp: boolean, timeoutMs: number): Promise<
       miniupnpdLog: miniupnpd.output,
       rulesAfter: miniupnpdRules(net.routerA),
       upnpcAfter: upnpcList(net.hostA),
-      logs: `--- hA (sym, upnp ${upnp}) ---\n${client.output.slice(-30).join('\n')}\n--- hB (eim) ---\n${server.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpd.output
-        .filter((l) => !l.includes('table_cb'))
-        .slice(-15)
-        .join('\n')}`,
+      logs: `--- hA (sym, upnp ${upnp}) ---\n${client.output.slice(-30).join('\n')}\n--- hB (eim) ---\n${server.output.slice(-20).join('\n')}\n--- miniupnpd ---\n${miniupnpdTail(miniupnpd)}`,
     }
-  } finally {
-    for (const p of procs.reverse()) {
-      await p.stop()
-      live.delete(p)
-    }
-    lab.removeCase(net)
-  }
+  })
 }
 
 describe('NAT lab: UPnP/NAT-PMP port mapping lets a device behind a symmetric NAT be reached directly', () => {
   before(async () => {
     if (skip) return
-    dir = tempDir()
-    lab = NatLab.create()
-    coturn = await startCoturnTwoIps(lab.pub, dir.path)
-    ca = await generateIdentity({ name: 'natlab-upnp-ca', keySize: 2048 })
+    upnpLab = await UpnpLab.start('natlab-upnp-ca')
   })
 
   after(async () => {
-    await Promise.all([coturn?.stop(), ...[...live].map((p) => p.stop())])
-    lab?.destroy()
-    dir?.remove()
+    await upnpLab?.close()
   })
 
   test('control: sym ↔ eim with STUN only and no port mapping does not connect (typed error within the bound)', { skip }, async () => {

@@ -1,6 +1,8 @@
-// In-memory byte streams for multiplexer tests: a scripted stream (feed bytes in, collect what is written) and a
-// connected Duplex pair with real backpressure.
-import { Duplex } from 'node:stream'
+// Byte streams for multiplexer tests: a scripted stream (feed bytes in, collect what is written), a connected Duplex
+// pair with real backpressure, and stamped bulk writes checked with SHA-256 on the other side.
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
+import { Duplex, type Readable, type Writable } from 'node:stream'
 
 /** A Duplex whose readable side the test feeds and whose written bytes the test collects. */
 export class ScriptedStream extends Duplex {
@@ -87,4 +89,38 @@ export function createDuplexPair(highWaterMark = 64 * 1024): [Duplex, Duplex] {
   a.peer = b
   b.peer = a
   return [a, b]
+}
+
+/**
+ * Write `blocks` copies of `block`, each stamped with its index (bytes 0–3) and `tag` (byte 4) so that a reordered or
+ * misrouted block changes the hash, waiting for 'drain' when asked. Resolves with the SHA-256 (hex) of what was written.
+ */
+export async function sendStamped(stream: Writable, blocks: number, block: Buffer, tag: number): Promise<string> {
+  const h = createHash('sha256')
+  for (let i = 0; i < blocks; i++) {
+    const chunk = Buffer.from(block)
+    chunk.writeUInt32BE(i, 0)
+    chunk[4] = tag
+    h.update(chunk)
+    if (!stream.write(chunk)) await once(stream, 'drain')
+  }
+  return h.digest('hex')
+}
+
+/** The SHA-256 (hex) of the first `bytes` bytes read from `stream`; rejects on 'error' or when more bytes arrive. */
+export function hashUntil(stream: Readable, bytes: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256')
+    let got = 0
+    const onData = (c: Buffer): void => {
+      h.update(c)
+      got += c.length
+      if (got < bytes) return
+      stream.off('data', onData)
+      if (got > bytes) reject(new Error(`${got} bytes arrived, ${bytes} expected`))
+      else resolve(h.digest('hex'))
+    }
+    stream.on('data', onData)
+    stream.once('error', reject)
+  })
 }

@@ -151,8 +151,9 @@ async function stopOnFailure<T>(proc: LabProcess, wait: Promise<T>): Promise<T> 
 }
 
 /** coturn: STUN + TURN over UDP and TCP (with TCP relays, RFC 6062) on 198.51.100.10:3478, long-term credentials,
- *  no TLS/DTLS. `maxAllocateLifetimeS`: a short allocation lifetime (refresh tests). */
-export async function startCoturn(netns: string, workDir: string, options: { maxAllocateLifetimeS?: number } = {}): Promise<LabProcess> {
+ *  no TLS/DTLS. `maxAllocateLifetimeS`: a short allocation lifetime (refresh tests). `alternateIp`: a second address
+ *  it listens on too (already on the host's eth0), for RFC 5780's CHANGE-REQUEST. */
+export async function startCoturn(netns: string, workDir: string, options: { maxAllocateLifetimeS?: number; alternateIp?: string } = {}): Promise<LabProcess> {
   const proc = spawnInNs(netns, 'coturn', 'turnserver', [
     '-v', // verbose: logs the listeners (readiness) and allocations (diagnostics)
     '-n', // no configuration file (do not read /etc/turnserver.conf)
@@ -161,6 +162,7 @@ export async function startCoturn(netns: string, workDir: string, options: { max
     '--no-dtls',
     '--listening-ip',
     NET.turn,
+    ...(options.alternateIp ? ['--listening-ip', options.alternateIp] : []),
     '--relay-ip',
     NET.turn,
     '--listening-port',

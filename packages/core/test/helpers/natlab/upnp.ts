@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { NET, run, type NatMode } from './topology.js'
-import { type LabProcess, TURN_PASS, TURN_REALM, TURN_USER, spawnInNs } from './procs.js'
+import { type LabProcess, spawnInNs, startCoturn } from './procs.js'
 
 /** coturn's second address: answers the CHANGE-REQUEST of miniupnpd's NAT-type check. */
 export const TURN_ALT = '198.51.100.11'
@@ -25,49 +25,10 @@ export function upnpLabUnavailableReason(): string | undefined {
   return undefined
 }
 
-/** coturn (STUN + TURN/UDP) listening on both public addresses of the TURN host, so that RFC 5780 works. */
+/** coturn (STUN + TURN) listening on both public addresses of the TURN host, so that RFC 5780 works. */
 export async function startCoturnTwoIps(netns: string, workDir: string): Promise<LabProcess> {
   run('ip', ['-n', netns, 'addr', 'add', `${TURN_ALT}/24`, 'dev', 'eth0'])
-  const proc = spawnInNs(netns, 'coturn', 'turnserver', [
-    '-v',
-    '-n',
-    '--no-cli',
-    '--no-tls',
-    '--no-dtls',
-    '--listening-ip',
-    NET.turn,
-    '--listening-ip',
-    TURN_ALT,
-    '--relay-ip',
-    NET.turn,
-    '--listening-port',
-    '3478',
-    '--min-port',
-    '49152',
-    '--max-port',
-    '65535',
-    '--lt-cred-mech',
-    '--user',
-    `${TURN_USER}:${TURN_PASS}`,
-    '--realm',
-    TURN_REALM,
-    '--allowed-peer-ip=198.51.100.0-198.51.100.255',
-    '--userdb',
-    join(workDir, 'turndb'),
-    '--pidfile',
-    join(workDir, 'turnserver.pid'),
-    '--log-file',
-    'stdout',
-    '--simple-log',
-    '--no-software-attribute',
-  ])
-  try {
-    await proc.waitFor('coturn to listen', (l) => /UDP listener opened on\s*:?\s*198\.51\.100\.10:3478/.test(l), 10_000)
-  } catch (err) {
-    await proc.stop()
-    throw err
-  }
-  return proc
+  return startCoturn(netns, workDir, { alternateIp: TURN_ALT })
 }
 
 /**
