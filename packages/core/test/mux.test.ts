@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import { isDhtnetError } from '../src/errors.js'
 import { ChannelSocket, DatagramChannel, Multiplexer, MAX_CHANNEL_NAME_BYTES } from '../src/mux/index.js'
 import { activeTimerHandles, createMemoryTransportPair, readAll, waitFor, type MuxPair, withPair } from './helpers/memory-transport.js'
+import { sendStamped } from './helpers/byte-streams.js'
 
 /** b accepts every channel; errors on them are expected by the tests that use this */
 function acceptAll(pair: MuxPair): void {
@@ -114,16 +115,9 @@ test('byte-exact transfer in both directions at once (64 MiB each way, SHA-256)'
     const blocks = 64
     const block = randomBytes(1024 * 1024)
     async function send(sock: ChannelSocket, tag: number): Promise<string> {
-      const h = createHash('sha256')
-      for (let i = 0; i < blocks; i++) {
-        const chunk = Buffer.from(block)
-        chunk.writeUInt32BE(i, 0)
-        chunk[4] = tag
-        h.update(chunk)
-        if (!sock.write(chunk)) await once(sock, 'drain')
-      }
+      const sent = await sendStamped(sock, blocks, block, tag)
       sock.end()
-      return h.digest('hex')
+      return sent
     }
     function receive(sock: ChannelSocket): Promise<{ hash: string; bytes: number }> {
       return new Promise((resolve, reject) => {

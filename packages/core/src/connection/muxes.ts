@@ -46,12 +46,10 @@ const STREAM_SHARED_SEND_HIGH_WATER_BYTES = 64 * 1024
 
 /** The multiplexer's receive windows for a link (see the constants above). */
 function windowsFor(link: Link, initiator: boolean): { connectionWindowBytes?: number; channelWindowBytes?: number; sharedSendHighWaterBytes?: number } {
-  if (link.path.relay === 'tcp') {
-    return initiator
-      ? { sharedSendHighWaterBytes: STREAM_SHARED_SEND_HIGH_WATER_BYTES }
-      : { connectionWindowBytes: RELAYED_TCP_WINDOW_BYTES, channelWindowBytes: RELAYED_TCP_WINDOW_BYTES, sharedSendHighWaterBytes: STREAM_SHARED_SEND_HIGH_WATER_BYTES }
-  }
-  return link.stream ? { channelWindowBytes: STREAM_CHANNEL_WINDOW_BYTES, sharedSendHighWaterBytes: STREAM_SHARED_SEND_HIGH_WATER_BYTES } : {}
+  if (!link.stream) return {} // a WebRTC link: the defaults
+  const shared = { sharedSendHighWaterBytes: STREAM_SHARED_SEND_HIGH_WATER_BYTES }
+  if (link.path.relay !== 'tcp') return { ...shared, channelWindowBytes: STREAM_CHANNEL_WINDOW_BYTES }
+  return initiator ? shared : { ...shared, connectionWindowBytes: RELAYED_TCP_WINDOW_BYTES, channelWindowBytes: RELAYED_TCP_WINDOW_BYTES }
 }
 
 /** The link's reliable message transport; a byte-stream link gets length framing (StreamMessageTransport). */

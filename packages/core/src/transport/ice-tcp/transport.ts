@@ -110,8 +110,8 @@ export class IceTcpTransport implements Transport {
     this.portMapping = options.portMapper ? new ListenerPortMapping(options.portMapper, this.logger) : undefined
   }
 
-  /** The TLS context, made at the first session: an identity whose key does not match its certificate fails there
-   *  (this transport cannot start) rather than when the manager is built. */
+  /** The TLS context of a stream mode. The framed one is made at the first session: an identity whose key does not
+   *  match its certificate fails there (this transport cannot start) rather than when the manager is built. */
   private context(mode: TlsMode): ReturnType<typeof tlsContext> {
     let context = this.secureContexts.get(mode)
     if (!context) this.secureContexts.set(mode, (context = tlsContext(this.options.identity, mode)))
@@ -170,8 +170,8 @@ export class IceTcpTransport implements Transport {
     throwIfAborted(context.signal)
     if (this.closed) throw new DhtnetError('TRANSPORT_CLOSED', 'ICE-TCP transport closed')
     try {
+      // the key check (~2 ms); the native mode's context is made when a native peer first needs it
       this.context('framed')
-      this.context('native')
     } catch (err) {
       throw new DhtnetError('TLS_FAILED', `ICE-TCP: our identity cannot be used for TLS: ${(err as Error).message}`, { cause: err })
     }
